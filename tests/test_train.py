@@ -1,0 +1,192 @@
+"""The training stage: exact resume, NaN stop, run lock, damaged checkpoints, early stopping, logs, CLI, torchrun, real model."""
+import json, os, shutil, signal, socket, subprocess, sys, dataclasses, math
+from pathlib import Path
+import pytest
+import torch
+from safetensors.torch import load_file
+import hybrid_mlir.train as T
+from hybrid_mlir.core import CheckpointError, ConfigError, HybridMlirError
+from hybrid_mlir.cli import main
+from hybrid_mlir.loss import InfoNCELoss
+from hybrid_mlir.model import load_encoder, tiny_encoder
+from hybrid_mlir.train import TrainConfig, train, TrainingDiverged, RunLockedError, load_checkpoint, verify_checkpoint
+
+STEPS = 6   # with 54 training ids and batches of 12: 4 steps per epoch, so the runs cross an epoch boundary
+
+def tiny_cfg(out, **kw):
+    base = dict(model="tiny:0", train=["mlqa-r"], n_ids=60, val_frac=0.1, batch_size=12, max_steps=STEPS, val_every=2,
+                lr=1e-3, eval=None, out=str(out), progress=False, threads=1)
+    return TrainConfig(**(base | kw))
+
+def weights(run, name="checkpoint"): return load_file(Path(run)/name/"model.safetensors")
+def log_records(run): return [json.loads(l) for l in (Path(run)/"train_log.jsonl").read_text().splitlines()]
+def losses(run): return [(r["step"], r["loss"]) for r in log_records(run) if "loss" in r]
+def same_weights(a, b): return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory):
+    "An uninterrupted 6-step run (checkpoints at steps 2, 4, 6)."
+    out = tmp_path_factory.mktemp("ref")/"run"
+    res = train(tiny_cfg(out))
+    return out, res
+
+def test_config_and_log_written(ref):
+    out, res = ref
+    cfg = json.loads((out/"config.json").read_text())
+    assert {k: cfg[k] for k in tiny_cfg(out).validate().to_dict()} == tiny_cfg(out).validate().to_dict()
+    assert {"date", "torch", "python"} <= set(cfg["run_info"]) and cfg["data"]["total_steps"] == STEPS
+    recs = log_records(out)
+    assert [r["step"] for r in recs] == list(range(1, STEPS + 1)) and [r["epoch"] for r in recs] == [0]*4 + [1]*2
+    for r in recs: assert {"step", "loss", "lr", "pairs_per_s", "elapsed", "batch"} <= set(r) and math.isfinite(r["loss"])
+    assert [r["step"] for r in recs if "val_loss" in r] == [2, 4, 6]
+    assert res["best_val_loss"] == min(r["val_loss"] for r in recs if "val_loss" in r)
+    assert json.loads((out/"result.json").read_text())["steps"] == STEPS
+    assert verify_checkpoint(out/"checkpoint")["step"] == STEPS and verify_checkpoint(out/"checkpoint.prev")["step"] == 4
+    assert not (out/T.LOCK).exists()
+    state = torch.load(out/"checkpoint"/"state.pt", weights_only=True)   # the state is weights_only-loadable
+    assert {"optimizer", "scheduler", "sampler", "rng"} <= set(state)
+    load_encoder(out/"best")
+
+def test_resume_after_ctrl_c_and_crash_gives_identical_weights(ref, tmp_path):
+    out = tmp_path/"run"
+    def sigint_at_2(step, rec):   # a real Ctrl-C: the run finishes the next step, checkpoints it, raises KeyboardInterrupt
+        if step == 2: os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt): train(tiny_cfg(out), callback=sigint_at_2)
+    assert verify_checkpoint(out/"checkpoint")["step"] == 3 and not (out/T.LOCK).exists()
+    def crash_at_5(step, rec):    # a crash: nothing is saved, the checkpoint of step 4 stays
+        if step == 5: raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"): train(tiny_cfg(out, resume=True), callback=crash_at_5)
+    assert verify_checkpoint(out/"checkpoint")["step"] == 4
+    res = train(tiny_cfg(out, resume=True))
+    assert res["steps"] == STEPS and res["resumed_from"].endswith("checkpoint")
+    assert same_weights(weights(out), weights(ref[0]))
+    assert same_weights(weights(out, "best"), weights(ref[0], "best"))
+    assert losses(out) == losses(ref[0])   # the replayed steps were dropped from the log, then redone identically
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    orig, calls = InfoNCELoss.forward, {"n": 0}
+    def nan_on_4th_training_step(self, q, p, n=None):
+        loss = orig(self, q, p, n)
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == 4: return loss * float("nan")
+        return loss
+    monkeypatch.setattr(InfoNCELoss, "forward", nan_on_4th_training_step)
+    out = tmp_path/"run"
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 4.*step 2"): train(tiny_cfg(out))
+    assert verify_checkpoint(out/"checkpoint")["step"] == 2 and not (out/"checkpoint.prev").exists()
+    assert [r["step"] for r in log_records(out)] == [1, 2, 3] and not (out/T.LOCK).exists()
+    assert issubclass(TrainingDiverged, HybridMlirError)
+
+def test_lock_refuses_second_run(tmp_path, capsys):
+    out = tmp_path/"run"; out.mkdir()
+    (out/T.LOCK).write_text(json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), since="now")))
+    with pytest.raises(RunLockedError, match="in use by another training run"): train(tiny_cfg(out))
+    rc = main(["train", "--model", "tiny:0", "--eval", "none", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "in use by another training run" in err and err.count("\n") == 1
+    assert (out/T.LOCK).exists() and not (out/"config.json").exists()   # the other run's lock is left alone
+
+def test_corrupt_checkpoint_detected_and_previous_used(ref, tmp_path):
+    out = tmp_path/"run"; shutil.copytree(ref[0], out)
+    f = out/"checkpoint"/"model.safetensors"; b = bytearray(f.read_bytes()); b[-100] ^= 0xFF; f.write_bytes(bytes(b))
+    with pytest.raises(CheckpointError, match="sha256"): verify_checkpoint(out/"checkpoint")
+    res = train(tiny_cfg(out, resume=True))   # falls back to the step-4 checkpoint and redoes steps 5 and 6
+    assert res["resumed_from"].endswith("checkpoint.prev") and res["steps"] == STEPS
+    assert same_weights(weights(out), weights(ref[0])) and losses(out) == losses(ref[0])
+    for name in ("checkpoint", "checkpoint.prev"):   # now damage both: a clear error, no training
+        (out/name/"state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="no usable checkpoint"): train(tiny_cfg(out, resume=True))
+
+def test_truncated_or_incomplete_checkpoint(ref, tmp_path):
+    out = tmp_path/"ck"; shutil.copytree(ref[0]/"checkpoint", out)
+    f = out/"state.pt"; f.write_bytes(f.read_bytes()[:-7])
+    with pytest.raises(CheckpointError, match="size"): verify_checkpoint(out)
+    (out/"manifest.json").unlink()
+    with pytest.raises(CheckpointError, match="incomplete"): verify_checkpoint(out)
+
+def test_early_stopping_keeps_best_step(tmp_path, monkeypatch):
+    vals = iter([5.0, 4.0, 4.5, 4.2, 3.0, 2.0])
+    monkeypatch.setattr(T, "validation_loss", lambda *a, **k: next(vals))
+    enc, snaps = tiny_encoder(0), {}
+    def snapshot(step, rec): snaps[step] = {k: v.detach().clone() for k, v in enc.model.state_dict().items()}
+    out = tmp_path/"run"
+    res = train(tiny_cfg(out, max_steps=10, val_every=1, patience=2, save_every=0), encoder=enc, callback=snapshot)
+    assert (res["stopped"], res["steps"], res["best_step"], res["best_val_loss"]) == ("early_stop", 4, 2, 4.0)
+    best = load_encoder(out/"best").model.state_dict()
+    assert same_weights({k: v for k, v in best.items()}, snaps[2]) and not same_weights(best, snaps[4])
+    assert [r.get("val_loss") for r in log_records(out)] == [5.0, 4.0, 4.5, 4.2]
+
+def test_new_run_refuses_existing_folder_and_resume_checks_config(ref):
+    with pytest.raises(ConfigError, match="already holds a training run"): train(tiny_cfg(ref[0]))
+    with pytest.raises(ConfigError, match="lr"): train(tiny_cfg(ref[0], resume=True, lr=1e-2))
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--alpha", "1.5"], "alpha must be in [0, 1]"), (["--alpha", "x"], "alpha must be a number"),
+    (["--strategy", "zigzag"], "invalid choice"), (["--batch-size", "0"], "positive integer"),
+    (["--lr", "-1"], "lr must be"), (["--warmup", "1"], "warmup must be"), (["--train", "nowhere"], "neither a known set"),
+    (["--patience", "2", "--val-every", "0"], "patience"), (["--loss-variant", "paper", "--no-hard-negatives"], "paper"),
+])
+def test_cli_errors_exit_2_before_work(argv, msg, tmp_path, capsys):
+    out = tmp_path/"run"
+    try: rc = main(["train", "--model", "tiny:0", "--out", str(out), *argv])
+    except SystemExit as e: rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2 and msg in err and err.count("\n") == 1 and err.startswith("hmlir: error:"), err
+    assert not out.exists()
+
+def test_cli_data_errors_exit_2(tmp_path, capsys):
+    rc = main(["train", "--model", "tiny:0", "--langs", "en,xx", "--eval", "none", "--out", str(tmp_path/"r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "xx" in err and err.count("\n") == 1
+    rc = main(["train", "--model", "tiny:0", "--n-ids", "60", "--batch-size", "64", "--eval", "none", "--out", str(tmp_path/"r2")])
+    assert rc == 2 and "larger than" in capsys.readouterr().err
+
+def test_cli_run(tmp_path, capsys):
+    out = tmp_path/"run"
+    argv = ["train", "--model", "tiny:0", "--strategy", "X-Y", "--n-ids", "60", "--val-frac", "0.1", "--batch-size", "4",
+            "--max-steps", "2", "--val-every", "1", "--grad-cache-chunk", "2", "--eval", "none", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    assert "2 steps" in capsys.readouterr().out
+    assert json.loads((out/"config.json").read_text())["strategy"] == "cross"
+    assert {r["batch"] for r in log_records(out)} == {"cross"}
+    assert main(argv) == 2 and "--resume" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 0   # already complete: nothing to do
+    assert main(argv + ["--resume", "--drop-checkpoints"]) == 0
+    assert not (out/"checkpoint").exists() and not (out/"checkpoint.prev").exists() and (out/"best").exists()
+
+def test_torchrun_two_processes_match_one_process_on_the_global_batch(tmp_path):
+    "2 ranks x batch 4 (gloo) = 1 process x batch 8: same batches, loss and gradient norm (all-gathered negatives, averaged grads)."
+    common = ["--model", "tiny:0", "--n-ids", "60", "--val-frac", "0.1", "--max-steps", "2", "--val-every", "2", "--lr", "1e-3",
+              "--dropout", "0", "--eval", "none", "--no-progress", "--threads", "1"]
+    one = tmp_path/"one"
+    assert main(["train", *common, "--batch-size", "8", "--out", str(one)]) == 0
+    two = tmp_path/"two"
+    hmlir = Path(sys.executable).parent/"hmlir"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(hmlir), "train", *common, "--batch-size", "4", "--out", str(two)],
+                       capture_output=True, text=True, env=env, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    a, b = log_records(one), log_records(two)
+    assert [r["step"] for r in b] == [1, 2] and json.loads((two/"config.json").read_text())["data"]["world_size"] == 2
+    assert [r["batch"] for r in a] == [r["batch"] for r in b]
+    assert a[0]["loss"] == pytest.approx(b[0]["loss"], rel=1e-5)
+    assert a[0]["grad_norm"] == pytest.approx(b[0]["grad_norm"], rel=1e-4)
+    assert a[1]["loss"] == pytest.approx(b[1]["loss"], rel=1e-3)
+    assert a[1]["val_loss"] == pytest.approx(b[1]["val_loss"], rel=1e-3)
+    assert verify_checkpoint(two/"checkpoint")["step"] == 2 and len(torch.load(two/"checkpoint"/"state.pt", weights_only=True)["rng"]) == 2
+
+def test_real_model_few_steps(tmp_path):
+    "The real stage: multilingual-e5-small (offline build), batch 4, short inputs, 2 steps, best model saved and loadable."
+    try: from hybrid_mlir.offline import build_offline_e5; build_offline_e5()
+    except ConfigError as e: pytest.skip(f"offline model unavailable: {e}")
+    out = tmp_path/"e5"
+    cfg = TrainConfig(model="offline:multilingual-e5-small", train=["mlqa-r"], n_ids=60, val_frac=0.1, batch_size=4, max_steps=2,
+                      val_every=2, save_every=0, max_len_query=24, max_len_passage=48, eval=None, out=str(out), progress=False)
+    res = train(cfg)
+    recs = log_records(out)
+    assert res["steps"] == 2 and all(math.isfinite(r["loss"]) for r in recs) and res["best_step"] == 2
+    assert res["checkpoint"] is None and not (out/"checkpoint").exists()
+    saved = json.loads((out/"best"/"hybrid_mlir.json").read_text())   # load_encoder(out/"best") is tested on the tiny model
+    assert saved["max_len_query"] == 24 and (out/"best"/"model.safetensors").stat().st_size > 400e6
