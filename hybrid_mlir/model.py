@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['SETTINGS_FILE', 'OFFLINE_MODELS', 'Encoder', 'xlmr_tokenizer', 'tiny_encoder', 'state_digest', 'load_encoder']
 
-# %% ../nbs/03_model.ipynb #24f3261c
+# %% ../nbs/03_model.ipynb #ca6dfd5a
 import os, json, time, shutil, hashlib, tempfile, itertools
 from pathlib import Path
 import numpy as np
@@ -13,7 +13,7 @@ import torch
 from fastcore.basics import patch
 from .core import ConfigError, CheckpointError, HybridMlirError, sha256_file, get_logger, cache_dir
 
-# %% ../nbs/03_model.ipynb #ffed4d88
+# %% ../nbs/03_model.ipynb #b3a0a8af
 SETTINGS_FILE = "hybrid_mlir.json"
 _SETTINGS = ("name", "query_prefix", "passage_prefix", "pooling", "normalize", "max_len_query", "max_len_passage")
 
@@ -57,7 +57,7 @@ class Encoder(torch.nn.Module):
     def _weights_signature(self):
         return tuple((p._version, p.dtype, p.data_ptr()) for p in itertools.chain(self.model.parameters(), self.model.buffers()))
 
-# %% ../nbs/03_model.ipynb #41c13950
+# %% ../nbs/03_model.ipynb #5d214e65
 _TOKENIZERS = {}  # tokenizer-files digest -> tokenizer loaded from them, shared in the process (encoders never change theirs)
 
 def _files_key(items) -> str:
@@ -67,6 +67,16 @@ def _tok_key(folder) -> str|None:
     "Digest of the tokenizer files in a model folder (None if it has none)."
     files = sorted(Path(folder).glob("tokenizer*.json")) + sorted(Path(folder).glob("special_tokens_map.json"))
     return _files_key([(f.name, f.read_bytes()) for f in files]) if files else None
+
+def _tokenizer_for(src, trust_remote_code:bool):
+    "`AutoTokenizer.from_pretrained(src)`, shared per process for local folders with identical tokenizer files."
+    from transformers import AutoTokenizer
+    key = _tok_key(src) if Path(src).is_dir() else None
+    if key is None or key not in _TOKENIZERS:
+        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
+        if key is None: return tok
+        _TOKENIZERS[key] = tok
+    return _TOKENIZERS[key]
 
 def xlmr_tokenizer():
     "The XLM-R fast tokenizer, loaded (once per process) exactly as the offline model folder's is."
@@ -97,7 +107,7 @@ def tiny_encoder(seed:int=0, # initialises the weights (the global torch RNG is 
         model = BertModel(cfg, add_pooling_layer=False).eval()
     return Encoder(model, tok, name=f"tiny:seed{seed}-h{hidden}-l{layers}-a{heads}", **kw)
 
-# %% ../nbs/03_model.ipynb #1c9bcb9c
+# %% ../nbs/03_model.ipynb #9206fe25
 def _kind(enc, kind):
     if kind == "query": return enc.query_prefix, enc.max_len_query
     if kind == "passage": return enc.passage_prefix, enc.max_len_passage
@@ -118,7 +128,7 @@ def tokenize(self:Encoder, texts, # one string or a list of strings
     return dict(self.tokenizer([prefix + t for t in _as_texts(texts)], truncation=True, max_length=max_len,
                                padding=True, return_tensors="pt"))
 
-# %% ../nbs/03_model.ipynb #57806090
+# %% ../nbs/03_model.ipynb #305c0b19
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 @patch
@@ -139,7 +149,7 @@ def embed(self:Encoder, texts, kind:str="query") -> torch.Tensor:
     "`forward(tokenize(texts, kind))`: differentiable embeddings of raw texts."
     return self(self.tokenize(texts, kind))
 
-# %% ../nbs/03_model.ipynb #ad4670c6
+# %% ../nbs/03_model.ipynb #1bd6effe
 @patch
 def encode(self:Encoder, texts, # one string or a list of strings
             kind:str="query", # "query" or "passage"
@@ -180,7 +190,7 @@ def encode(self:Encoder, texts, # one string or a list of strings
     finally: self.train(was_training)
     return out
 
-# %% ../nbs/03_model.ipynb #735aa136
+# %% ../nbs/03_model.ipynb #22047f6c
 def state_digest(model:torch.nn.Module) -> str:
     "sha256 over the names, dtypes, shapes and bytes of a module's state dict."
     h = hashlib.sha256()
@@ -204,7 +214,7 @@ def fingerprint(self:Encoder) -> str:
     s = {k: v for k, v in self.settings().items() if k != "name"}
     return hashlib.sha256(json.dumps(dict(weights=self.weights_digest(), **s), sort_keys=True).encode()).hexdigest()[:16]
 
-# %% ../nbs/03_model.ipynb #5d43c1ac
+# %% ../nbs/03_model.ipynb #71b4e673
 def _weights_record(folder:Path) -> dict:
     files = sorted(folder.glob("*.safetensors"))
     if not files: raise CheckpointError(f"{folder}: no *.safetensors weight file")
@@ -236,7 +246,7 @@ def save(self:Encoder, path, # folder to write (replaced if it holds an earlier 
         shutil.rmtree(tmp, ignore_errors=True); raise
     return path
 
-# %% ../nbs/03_model.ipynb #bcc1d996
+# %% ../nbs/03_model.ipynb #4b14c01c
 OFFLINE_MODELS = ("multilingual-e5-small",)
 
 def _hub_defaults(spec:str) -> dict:
@@ -255,16 +265,6 @@ def _recorded_digest(folder:Path) -> str|None:
                  for k, v in w.items())
         return digest if ok else None
     return None
-
-def _tokenizer_for(src, trust_remote_code:bool):
-    "`AutoTokenizer.from_pretrained(src)`, shared per process for local folders with identical tokenizer files."
-    from transformers import AutoTokenizer
-    key = _tok_key(src) if Path(src).is_dir() else None
-    if key is None or key not in _TOKENIZERS:
-        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
-        if key is None: return tok
-        _TOKENIZERS[key] = tok
-    return _TOKENIZERS[key]
 
 def _from_pretrained(src, trust_remote_code:bool, device):
     from transformers import AutoModel
