@@ -11,7 +11,7 @@ def render(nb):
     for c in nb["cells"]:
         src = "".join(c["source"]).rstrip()
         if c["cell_type"] == "markdown":
-            out.append(src); continue
+            out.append(src.replace("](../", "](").replace("](nbs/", "](nbs/")); continue
         first = src.splitlines()[0] if src else ""
         if first.startswith("#| hide") or "#| hide" in src.splitlines()[:3]: continue
         code = "\n".join(l for l in src.splitlines() if not l.startswith("#|")).strip()

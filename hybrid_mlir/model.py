@@ -5,15 +5,16 @@
 # %% auto #0
 __all__ = ['SETTINGS_FILE', 'OFFLINE_MODELS', 'Encoder', 'xlmr_tokenizer', 'tiny_encoder', 'state_digest', 'load_encoder']
 
-# %% ../nbs/03_model.ipynb #ca6dfd5a
+# %% ../nbs/03_model.ipynb #52030234
 import os, json, time, shutil, hashlib, tempfile, itertools
 from pathlib import Path
 import numpy as np
 import torch
 from fastcore.basics import patch
 from .core import ConfigError, CheckpointError, HybridMlirError, sha256_file, get_logger, cache_dir
+from safetensors import SafetensorError
 
-# %% ../nbs/03_model.ipynb #b3a0a8af
+# %% ../nbs/03_model.ipynb #26294a67
 SETTINGS_FILE = "hybrid_mlir.json"
 _SETTINGS = ("name", "query_prefix", "passage_prefix", "pooling", "normalize", "max_len_query", "max_len_passage")
 
@@ -57,7 +58,7 @@ class Encoder(torch.nn.Module):
     def _weights_signature(self):
         return tuple((p._version, p.dtype, p.data_ptr()) for p in itertools.chain(self.model.parameters(), self.model.buffers()))
 
-# %% ../nbs/03_model.ipynb #5d214e65
+# %% ../nbs/03_model.ipynb #59a3cfa7
 _TOKENIZERS = {}  # tokenizer-files digest -> tokenizer loaded from them, shared in the process (encoders never change theirs)
 
 def _files_key(items) -> str:
@@ -107,7 +108,7 @@ def tiny_encoder(seed:int=0, # initialises the weights (the global torch RNG is 
         model = BertModel(cfg, add_pooling_layer=False).eval()
     return Encoder(model, tok, name=f"tiny:seed{seed}-h{hidden}-l{layers}-a{heads}", **kw)
 
-# %% ../nbs/03_model.ipynb #9206fe25
+# %% ../nbs/03_model.ipynb #a1cddad8
 def _kind(enc, kind):
     if kind == "query": return enc.query_prefix, enc.max_len_query
     if kind == "passage": return enc.passage_prefix, enc.max_len_passage
@@ -128,7 +129,7 @@ def tokenize(self:Encoder, texts, # one string or a list of strings
     return dict(self.tokenizer([prefix + t for t in _as_texts(texts)], truncation=True, max_length=max_len,
                                padding=True, return_tensors="pt"))
 
-# %% ../nbs/03_model.ipynb #305c0b19
+# %% ../nbs/03_model.ipynb #cebb3cf2
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 @patch
@@ -149,7 +150,7 @@ def embed(self:Encoder, texts, kind:str="query") -> torch.Tensor:
     "`forward(tokenize(texts, kind))`: differentiable embeddings of raw texts."
     return self(self.tokenize(texts, kind))
 
-# %% ../nbs/03_model.ipynb #1bd6effe
+# %% ../nbs/03_model.ipynb #e567c167
 @patch
 def encode(self:Encoder, texts, # one string or a list of strings
             kind:str="query", # "query" or "passage"
@@ -190,7 +191,7 @@ def encode(self:Encoder, texts, # one string or a list of strings
     finally: self.train(was_training)
     return out
 
-# %% ../nbs/03_model.ipynb #22047f6c
+# %% ../nbs/03_model.ipynb #b5c9f6fd
 def state_digest(model:torch.nn.Module) -> str:
     "sha256 over the names, dtypes, shapes and bytes of a module's state dict."
     h = hashlib.sha256()
@@ -214,7 +215,7 @@ def fingerprint(self:Encoder) -> str:
     s = {k: v for k, v in self.settings().items() if k != "name"}
     return hashlib.sha256(json.dumps(dict(weights=self.weights_digest(), **s), sort_keys=True).encode()).hexdigest()[:16]
 
-# %% ../nbs/03_model.ipynb #71b4e673
+# %% ../nbs/03_model.ipynb #e7372e6e
 def _weights_record(folder:Path) -> dict:
     files = sorted(folder.glob("*.safetensors"))
     if not files: raise CheckpointError(f"{folder}: no *.safetensors weight file")
@@ -246,7 +247,7 @@ def save(self:Encoder, path, # folder to write (replaced if it holds an earlier 
         shutil.rmtree(tmp, ignore_errors=True); raise
     return path
 
-# %% ../nbs/03_model.ipynb #4b14c01c
+# %% ../nbs/03_model.ipynb #128ace17
 OFFLINE_MODELS = ("multilingual-e5-small",)
 
 def _hub_defaults(spec:str) -> dict:
@@ -309,7 +310,7 @@ def load_encoder(spec:str|os.PathLike="offline:multilingual-e5-small", # "offlin
         else: folder, settings = None, dict(name=spec, **_hub_defaults(spec))
     try: model, tok = _from_pretrained(folder or spec, trust_remote_code, device)
     except HybridMlirError: raise
-    except (OSError, ValueError, EnvironmentError) as e:
+    except (OSError, ValueError, EnvironmentError, SafetensorError) as e:  # SafetensorError: a truncated or garbled weight file
         if folder is None:
             raise ConfigError(f"could not load {spec!r} from the Hugging Face hub (no network, unknown id, or no "
                               f"safetensors weights): {(str(e).splitlines() or [type(e).__name__])[0]}") from e
