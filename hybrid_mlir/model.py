@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['SETTINGS_FILE', 'OFFLINE_MODELS', 'Encoder', 'xlmr_tokenizer', 'tiny_encoder', 'state_digest', 'load_encoder']
 
-# %% ../nbs/03_model.ipynb #2acf0542
+# %% ../nbs/03_model.ipynb #0b7c3947
 import os, json, time, shutil, hashlib, tempfile, itertools
 from pathlib import Path
 import numpy as np
@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from .core import ConfigError, CheckpointError, HybridMlirError, sha256_file, get_logger, cache_dir
 from safetensors import SafetensorError
 
-# %% ../nbs/03_model.ipynb #5d47ae69
+# %% ../nbs/03_model.ipynb #9f333f30
 SETTINGS_FILE = "hybrid_mlir.json"
 _SETTINGS = ("name", "query_prefix", "passage_prefix", "pooling", "normalize", "max_len_query", "max_len_passage")
 
@@ -58,7 +58,7 @@ class Encoder(torch.nn.Module):
     def _weights_signature(self):
         return tuple((p._version, p.dtype, p.data_ptr()) for p in itertools.chain(self.model.parameters(), self.model.buffers()))
 
-# %% ../nbs/03_model.ipynb #37527e31
+# %% ../nbs/03_model.ipynb #b78c84ae
 _TOKENIZERS = {}  # tokenizer-files digest -> tokenizer loaded from them, shared in the process (encoders never change theirs)
 
 def _files_key(items) -> str:
@@ -108,7 +108,7 @@ def tiny_encoder(seed:int=0, # initialises the weights (the global torch RNG is 
         model = BertModel(cfg, add_pooling_layer=False).eval()
     return Encoder(model, tok, name=f"tiny:seed{seed}-h{hidden}-l{layers}-a{heads}", **kw)
 
-# %% ../nbs/03_model.ipynb #2a78b04d
+# %% ../nbs/03_model.ipynb #50ab007b
 def _kind(enc, kind):
     if kind == "query": return enc.query_prefix, enc.max_len_query
     if kind == "passage": return enc.passage_prefix, enc.max_len_passage
@@ -129,7 +129,7 @@ def tokenize(self:Encoder, texts, # one string or a list of strings
     return dict(self.tokenizer([prefix + t for t in _as_texts(texts)], truncation=True, max_length=max_len,
                                padding=True, return_tensors="pt"))
 
-# %% ../nbs/03_model.ipynb #41fc2b61
+# %% ../nbs/03_model.ipynb #5ad0b034
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 @patch
@@ -150,7 +150,34 @@ def embed(self:Encoder, texts, kind:str="query") -> torch.Tensor:
     "`forward(tokenize(texts, kind))`: differentiable embeddings of raw texts."
     return self(self.tokenize(texts, kind))
 
-# %% ../nbs/03_model.ipynb #66428d73
+# %% ../nbs/03_model.ipynb #50bec47e
+def _token_ids(enc, texts, kind) -> tuple[list, np.ndarray]:
+    "Token ids (prefixed, truncated, unpadded) of `texts` and their lengths."
+    prefix, max_len = _kind(enc, kind)
+    texts = _as_texts(texts)
+    ids = enc.tokenizer([prefix + t for t in texts], truncation=True, max_length=max_len,
+                        return_attention_mask=False, return_token_type_ids=False)["input_ids"] if texts else []
+    return ids, np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+
+def _length_batches(lens:np.ndarray, batch_size:int, max_tokens:int) -> list[np.ndarray]:
+    "Indices of `lens` sorted longest first, cut into batches of <= `batch_size` texts and <= `max_tokens` padded tokens."
+    if batch_size < 1 or max_tokens < 1: raise ConfigError(f"batch_size and max_tokens must be >= 1, got {batch_size}, {max_tokens}")
+    order = np.argsort(-lens, kind="stable")  # longest first: a batch too big for memory fails at once
+    batches, s = [], 0
+    while s < len(order):  # the first (longest) text of a batch sets its padded length
+        n = max(1, min(batch_size, max_tokens // int(lens[order[s]])))
+        batches.append(order[s:s + n]); s += n
+    return batches
+
+def _padded(ids:list, lens:np.ndarray, idx:np.ndarray, pad:int) -> dict:
+    "The model inputs of texts `idx`, padded to the longest of them."
+    L = int(lens[idx].max())
+    arr = np.full((len(idx), L), pad, dtype=np.int64)
+    for r, i in enumerate(idx): arr[r, :lens[i]] = ids[i]
+    mask = (np.arange(L)[None] < lens[idx][:, None]).astype(np.int64)
+    return dict(input_ids=torch.from_numpy(arr), attention_mask=torch.from_numpy(mask))
+
+# %% ../nbs/03_model.ipynb #b750960c
 @patch
 def encode(self:Encoder, texts, # one string or a list of strings
             kind:str="query", # "query" or "passage"
@@ -159,20 +186,10 @@ def encode(self:Encoder, texts, # one string or a list of strings
             max_tokens:int=2048, # and at most this many (padded) tokens per forward pass
            ) -> np.ndarray:
     "Embeddings (float32, shape (n, dim), input order) of many texts, without gradients."
-    prefix, max_len = _kind(self, kind)
     texts = _as_texts(texts)
-    if batch_size < 1 or max_tokens < 1: raise ConfigError(f"batch_size and max_tokens must be >= 1, got {batch_size}, {max_tokens}")
+    ids, lens = _token_ids(self, texts, kind)
+    batches = _length_batches(lens, batch_size, max_tokens)
     out = np.zeros((len(texts), self.dim), dtype=np.float32)
-    if not texts: return out
-    ids = self.tokenizer([prefix + t for t in texts], truncation=True, max_length=max_len,
-                         return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-    lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    order = np.argsort(-lens, kind="stable")  # longest first: a batch too big for memory fails at once
-    batches, s = [], 0
-    while s < len(order):  # the first (longest) text of a batch sets its padded length
-        n = max(1, min(batch_size, max_tokens // int(lens[order[s]])))
-        batches.append(order[s:s + n]); s += n
-    pad = self.tokenizer.pad_token_id
     show = len(texts) > 1000 if show_progress is None else show_progress
     if show:
         from tqdm.auto import tqdm
@@ -181,17 +198,28 @@ def encode(self:Encoder, texts, # one string or a list of strings
     self.eval()
     try:
         with torch.inference_mode():
-            for idx in batches:
-                L = int(lens[idx[0]])
-                arr = np.full((len(idx), L), pad, dtype=np.int64)
-                for r, i in enumerate(idx): arr[r, :lens[i]] = ids[i]
-                mask = (np.arange(L)[None] < lens[idx][:, None]).astype(np.int64)
-                e = self(dict(input_ids=torch.from_numpy(arr), attention_mask=torch.from_numpy(mask)))
-                out[idx] = e.float().cpu().numpy()
+            for idx in batches: out[idx] = self(_padded(ids, lens, idx, self.tokenizer.pad_token_id)).float().cpu().numpy()
     finally: self.train(was_training)
     return out
 
-# %% ../nbs/03_model.ipynb #17e5171d
+# %% ../nbs/03_model.ipynb #c59f50f8
+@patch
+def embed_packed(self:Encoder, parts, # list of (texts, kind) pairs, kind "query" or "passage"
+                 max_tokens:int=1024, # padded tokens per forward pass (0: one padded batch per part, like `embed`)
+                ) -> list[torch.Tensor]:
+    "Differentiable embeddings of each part's texts (one (n_i, dim) tensor per part, input order), in length-sorted groups."
+    if not max_tokens: return [self.embed(t, k) for t, k in parts]
+    ids, lens, sizes = [], [], []
+    for texts, kind in parts:
+        i, l = _token_ids(self, texts, kind); ids += i; lens.append(l); sizes.append(len(i))
+    lens = np.concatenate(lens) if lens else np.zeros(0, np.int64)
+    if not len(lens): return [torch.zeros((0, self.dim), device=self.device) for _ in parts]
+    batches = _length_batches(lens, len(lens), max_tokens)
+    embs = torch.cat([self(_padded(ids, lens, idx, self.tokenizer.pad_token_id)) for idx in batches])
+    inv = torch.empty(len(lens), dtype=torch.long); inv[torch.from_numpy(np.concatenate(batches))] = torch.arange(len(lens))
+    return list(embs[inv.to(embs.device)].split(sizes))
+
+# %% ../nbs/03_model.ipynb #af3caa75
 def state_digest(model:torch.nn.Module) -> str:
     "sha256 over the names, dtypes, shapes and bytes of a module's state dict."
     h = hashlib.sha256()
@@ -221,7 +249,7 @@ def fingerprint(self:Encoder) -> str:
     s = {k: v for k, v in self.settings().items() if k != "name"}
     return hashlib.sha256(json.dumps(dict(weights=self.weights_digest(), **s), sort_keys=True).encode()).hexdigest()[:16]
 
-# %% ../nbs/03_model.ipynb #24f04b48
+# %% ../nbs/03_model.ipynb #a699cc57
 def _weights_record(folder:Path) -> dict:
     files = sorted(folder.glob("*.safetensors"))
     if not files: raise CheckpointError(f"{folder}: no *.safetensors weight file")
@@ -253,7 +281,7 @@ def save(self:Encoder, path, # folder to write (replaced if it holds an earlier 
         shutil.rmtree(tmp, ignore_errors=True); raise
     return path
 
-# %% ../nbs/03_model.ipynb #0693cded
+# %% ../nbs/03_model.ipynb #5b4fe7b8
 OFFLINE_MODELS = ("multilingual-e5-small",)
 
 def _hub_defaults(spec:str) -> dict:
