@@ -3,7 +3,7 @@ import numpy as np, pytest
 from sklearn.metrics import average_precision_score
 from hybrid_mlir.core import ConfigError
 from hybrid_mlir.data import load_lareqa, subsample
-from hybrid_mlir.eval import ranking_metrics, evaluate, encode_cached, EmbeddingCache
+from hybrid_mlir.eval import ranking_metrics, pool_metrics, evaluate, encode_cached, EmbeddingCache
 
 
 def _sorted(S, R):
@@ -122,3 +122,34 @@ def test_real_model_on_real_slice():
     # a real multilingual retriever on a tiny pool: far above chance (1 relevant among ~30 per language)
     assert s.loc["mono", "map"] > 0.5 and s.loc["cross", "map"] > 0.3 and s.loc["multi", "map"] > 0.2
     assert s.loc["multi", "rank_distance"] >= 2  # three relevant sentences: ranks differ by at least 2
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pool_metrics_equal_the_sorted_reference(seed):
+    "Rank counting on unsorted scores = `ranking_metrics` on the stable sort (ties by position), every metric, ties included."
+    rng = np.random.default_rng(seed)
+    n, m, k = 50, int(rng.integers(3, 400)), int(rng.integers(1, 12))
+    S = rng.normal(size=(n, m)).astype(np.float32)
+    if seed % 2: S = np.round(S, 1)  # many ties, relevant candidates tied with others and with each other
+    P = np.full((n, k), -1)
+    for i in range(n):
+        c = rng.choice(m, min(m, int(rng.integers(1, k + 1))), replace=False); P[i, :len(c)] = c
+    R = np.zeros((n, m), bool)
+    for i in range(n): R[i, P[i][P[i] >= 0]] = True
+    o = np.argsort(-S, 1, kind="stable")
+    want = ranking_metrics(np.take_along_axis(S, o, 1), np.take_along_axis(R, o, 1), ks=(1, 5, 10, 20))
+    got = pool_metrics(S, P, ks=(1, 5, 10, 20))
+    for key in want: np.testing.assert_allclose(got[key], want[key], rtol=1e-12, atol=1e-12, err_msg=key)
+    np.testing.assert_allclose(got["ap"], [average_precision_score(R[i], S[i]) for i in range(n)], rtol=1e-9, atol=1e-12)
+
+
+def test_pool_metrics_refuses_bad_input():
+    with pytest.raises(ValueError, match="finite"): pool_metrics(np.array([[0.1, np.nan]]), [[0]])
+    with pytest.raises(ValueError, match="relevant"): pool_metrics(np.array([[0.1, 0.2]]), [[-1]])
+
+
+def test_evaluate_refuses_nan_embeddings():
+    ds = subsample(load_lareqa("xquad-r", langs=["en", "de"]), 5, seed=0)
+    class Bad:
+        def encode(self, texts, kind="query", **kw): return np.full((len(texts), 4), np.nan, np.float32)
+    with pytest.raises(ValueError, match="NaN"): evaluate(Bad(), ds, cache=False)

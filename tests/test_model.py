@@ -216,3 +216,16 @@ def test_fingerprint_changes_after_fused_optimizer_step(tmp_path):
     assert enc.fingerprint != fp0
     enc.save(tmp_path / "m"); again = load_encoder(tmp_path / "m", device="cpu")
     assert again.fingerprint == enc.fingerprint != fp0
+
+
+def test_embed_packed_matches_embed(tiny):
+    "Every part comes back in input order, equal to `embed`, whatever the group size; empty parts are fine."
+    qs = ["a", "a question of some length here", "mid one", "x y z w v u t s"]
+    ps = ["passage " * n for n in (1, 9, 3, 20, 5)]
+    ref_q, ref_p = tiny.embed(qs, "query").detach(), tiny.embed(ps, "passage").detach()
+    for mt in (1, 8, 30, 10_000):
+        q, p = tiny.embed_packed([(qs, "query"), (ps, "passage")], max_tokens=mt)
+        assert torch.allclose(q.detach(), ref_q, atol=1e-5) and torch.allclose(p.detach(), ref_p, atol=1e-5)
+    e, q = tiny.embed_packed([([], "passage"), (qs, "query")], max_tokens=8)
+    assert e.shape == (0, tiny.dim) and torch.allclose(q.detach(), ref_q, atol=1e-5)
+    with pytest.raises(ConfigError, match="kind"): tiny.embed_packed([(qs, "title")])
