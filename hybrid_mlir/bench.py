@@ -234,7 +234,7 @@ def main_job_time(path="results/reproduce_default.json") -> dict|None:
     p = Path(path)
     if not p.exists(): return None
     r = json.loads(p.read_text())
-    return dict(seconds=r["seconds"], minutes=round(r["seconds"] / 60, 1), complete=all(j["seconds"] > 0 for j in r["jobs"]),
+    return dict(seconds=r["seconds"], minutes=round(r["seconds"] / 60, 1), complete=all(j.get("status", "ran") == "ran" and j["seconds"] > 0 for j in r["jobs"]),
                 jobs=r["jobs"], machine=r.get("machine"), source=str(p))
 
 # %% ../nbs/90_bench.ipynb #47f0dd31

@@ -3,7 +3,7 @@ import json, subprocess, sys
 import numpy as np, pandas as pd, pytest
 from hybrid_mlir.core import ConfigError
 from hybrid_mlir.reproduce import (reproduce, collect, table1, table2, per_language, significance, alpha_table,
-                                   paired_test, row_strategy, PRESETS, Preset)
+                                   paired_test, row_strategy, plan, PRESETS, Preset)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,8 @@ def test_resumes_without_rerunning(smoke):
     out, _ = smoke
     before = {p: p.stat().st_mtime for p in out.glob("A/*/result.json")}
     info = reproduce("smoke", out=out, tables=False)
-    assert all(j["seconds"] < 2 for j in info["jobs"])
+    assert all(j["seconds"] < 2 and j["status"] == "existing" for j in info["jobs"])
+    assert (info["finished"], info["total"], info["remaining"]) == (7, 7, [])
     assert before == {p: p.stat().st_mtime for p in out.glob("A/*/result.json")}
 
 
@@ -86,3 +87,42 @@ def test_cli_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "hybrid_mlir.cli", "reproduce", "--preset", "huge", "--out", str(tmp_path / "x")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and not (tmp_path / "x").exists()
+
+
+def test_plan_order_and_subsets():
+    full = PRESETS["full"]; jobs = plan(full)
+    assert len(jobs) == len(set(jobs)) == 2 * (1 + 6 * 3)
+    # seed by seed: every protocol and row at seed 0 comes before any run at seed 1
+    first1 = next(i for i, j in enumerate(jobs) if j[2] == 1)
+    assert {j for j in jobs[:first1]} == {(pr, r, 0) for pr in "AB" for r in full.rows}
+    sub = plan(full, protocols=["B"], rows=["base", "cross"], seeds=[0, 2])
+    assert sub == [("B", "base", 0), ("B", "cross", 0), ("B", "cross", 2)]
+    for kw, msg in [(dict(protocols=["C"]), "protocol 'C'"), (dict(rows=["hybrid-0.3"]), "row 'hybrid-0.3'"), (dict(seeds=[5]), "seed 5")]:
+        with pytest.raises(ConfigError, match=msg): plan(full, **kw)
+    with pytest.raises(ConfigError, match="max_minutes"): reproduce("smoke", max_minutes=-1)
+
+
+def test_subset_and_budget(tmp_path):
+    out = tmp_path / "results"
+    info = reproduce("smoke", out=out, rows=["base", "cross"], seeds=[1])
+    assert [(j["row"], j["seed"], j["status"]) for j in info["jobs"]] == [("base", 0, "ran"), ("cross", 1, "ran")]
+    assert sorted(d.name for d in (out / "A").iterdir()) == ["base", "cross-s1"]
+    assert (info["finished"], info["total"]) == (2, 7) and len(info["remaining"]) == 5
+    saved = json.loads((out / "reproduce_smoke.json").read_text())
+    assert saved["remaining"] == info["remaining"] and saved["selection"]["seeds"] == [1]
+    assert set(collect(out).row) == {"base", "cross"}  # tables from what has finished
+    info = reproduce("smoke", out=out, tables=False, max_minutes=0)  # a spent budget starts nothing
+    assert [j["status"] for j in info["jobs"]] == ["existing"] + ["not started"] * 4 + ["existing", "not started"]
+    assert sorted(d.name for d in (out / "A").iterdir()) == ["base", "cross-s1"]
+
+
+def test_cli_subset(tmp_path):
+    cli = [sys.executable, "-m", "hybrid_mlir.cli", "reproduce", "--preset", "smoke", "--out", str(tmp_path / "r")]
+    r = subprocess.run(cli + ["--seeds", "9"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "seed 9 is not in preset 'smoke'" in r.stderr
+    for bad in [["--seeds", "x"], ["--max-minutes", "-5"], ["--max-minutes", "nan"]]:
+        r = subprocess.run(cli + bad, capture_output=True, text=True)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, bad
+    r = subprocess.run(cli + ["--max-minutes", "0"], capture_output=True, text=True)
+    assert r.returncode == 0 and "0 of 7 runs finished" in r.stdout and "A/mono-s1" in r.stdout
+    assert not (tmp_path / "r" / "A").exists()
