@@ -3,7 +3,7 @@ import json, subprocess, sys
 import numpy as np, pandas as pd, pytest
 from hybrid_mlir.core import ConfigError
 from hybrid_mlir.reproduce import (reproduce, collect, table1, table2, per_language, significance, alpha_table,
-                                   paired_test, row_strategy, plan, PRESETS, Preset)
+                                   paired_test, row_strategy, plan, seed_differences, PRESETS, Preset)
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +126,16 @@ def test_cli_subset(tmp_path):
     r = subprocess.run(cli + ["--max-minutes", "0"], capture_output=True, text=True)
     assert r.returncode == 0 and "0 of 7 runs finished" in r.stdout and "A/mono-s1" in r.stdout
     assert not (tmp_path / "r" / "A").exists()
+
+
+def test_seed_differences(smoke):
+    out, _ = smoke
+    runs = collect(out); sd = seed_differences(runs)
+    assert set(sd.against) == {"mono", "cross"} and (sd.seeds == 2).all()  # smoke: seeds 0 and 1, no X-X row
+    m = sd[(sd.against == "cross") & (sd.setting == "multi") & (sd.metric == "map")].iloc[0]
+    h = runs[(runs.row == "hybrid-0.5") & (runs.setting == "multi")].set_index("seed")["map"]
+    b = runs[(runs.row == "cross") & (runs.setting == "multi")].set_index("seed")["map"]
+    d = (h - b).to_numpy()
+    assert m["diff"] == pytest.approx(d.mean()) and m["std"] == pytest.approx(d.std(ddof=1))
+    assert m["min"] == pytest.approx(d.min()) and m["same_sign"] == bool((np.sign(d) == np.sign(d.mean())).all())
+    assert pd.read_csv(out / "seed_differences.csv").shape == sd.shape
