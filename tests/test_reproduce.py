@@ -3,7 +3,7 @@ import json, subprocess, sys
 import numpy as np, pandas as pd, pytest
 from hybrid_mlir.core import ConfigError
 from hybrid_mlir.reproduce import (reproduce, collect, table1, table2, per_language, significance, alpha_table,
-                                   paired_test, row_strategy, plan, seed_differences, PRESETS, Preset)
+                                   paired_test, row_strategy, plan, seed_differences, claims, PRESETS, Preset)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_grid_and_tables(smoke):
     pl = per_language(out)
     from hybrid_mlir.data import LAREQA_LANGS
     assert set(pl.q_lang) == set(LAREQA_LANGS["xquad-r"])  # protocol A evaluates on all 11 XQuAD-R languages
-    for f in ["table1_map.csv", "table2_rank_distance.csv", "tables3_8_per_language.csv", "significance.csv", "alpha_grid.csv", "runs.csv"]:
+    for f in ["table1_map.csv", "table2_rank_distance.csv", "tables3_8_per_language.csv", "significance.csv", "alpha_grid.csv", "runs.csv", "claims.csv"]:
         assert (out / f).exists(), f
     assert {p.name for p in (out / "figures").glob("*.png")} == {"alpha.png", "cross_heatmap_A.png", "per_language_A.png", "training_A.png"}
     # each run keeps its config, log and evaluation; the checkpoints are dropped to save disk
@@ -139,3 +139,22 @@ def test_seed_differences(smoke):
     assert m["diff"] == pytest.approx(d.mean()) and m["std"] == pytest.approx(d.std(ddof=1))
     assert m["min"] == pytest.approx(d.min()) and m["same_sign"] == bool((np.sign(d) == np.sign(d.mean())).all())
     assert pd.read_csv(out / "seed_differences.csv").shape == sd.shape
+
+
+def test_claims(smoke):
+    "Each of the paper's eight comparisons, verdict read off the seeds by hand; the paper's own difference beside it."
+    out, _ = smoke
+    runs = collect(out); c = claims(runs)
+    assert len(c) == 8 and set(c.against) == {"mono", "cross"} and set(c.data) == {"xquad-r"}  # protocol A evaluates XQuAD-R
+    for r in c.to_dict("records"):
+        h = runs[(runs.row == "hybrid-0.5") & (runs.setting == r["setting"])].set_index("seed")[r["metric"]]
+        b = runs[(runs.row == r["against"]) & (runs.setting == r["setting"])].set_index("seed")[r["metric"]]
+        g = (h - b).to_numpy() * (1 if r["metric"] == "map" else -1)  # positive: Hybrid better
+        assert r["better"] == pytest.approx(g.mean()) and r["seeds"] == 2
+        assert r["verdict"] == ("holds" if (g >= 0).all() else "fails" if (g < 0).all() else "split")
+    m = c[(c.setting == "mono") & (c.against == "mono")].iloc[0]
+    assert m["paper_xlmr"] == pytest.approx(.798 - .792) and m["paper_labse"] == pytest.approx(.817 - .808)
+    rd = c[(c.metric == "rank_distance") & (c.against == "cross")].iloc[0]
+    assert rd["paper_xlmr"] == pytest.approx(286.6 - 295.4)
+    assert pd.read_csv(out / "claims.csv").shape == c.shape
+    assert claims(runs[runs.row != "hybrid-0.5"]).empty  # nothing to compare: an empty table, not an error
