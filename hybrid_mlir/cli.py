@@ -34,9 +34,11 @@ def cmd_eval(a) -> int:
     from hybrid_mlir.eval import evaluate
     ds = load_lareqa(a.data, langs=a.langs)          # data errors before the slow model load
     if a.n_ids: ds = subsample(ds, a.n_ids, seed=0)
+    if "bilingual" in a.settings and ("en" not in ds.langs or len(ds.langs) < 2):
+        raise ConfigError(f"{ds.name}: the bilingual setting needs English and another language; the set has {list(ds.langs)}")
     out = Path(a.out) if a.out else Path("results")/"eval"/slug(a.model)/slug(ds.name)
     from hybrid_mlir.model import load_encoder
-    enc = load_encoder(a.model)
+    enc = load_encoder(a.model, precision=a.precision)
     if a.threads: import torch; torch.set_num_threads(a.threads)
     t0 = time.time()
     res = evaluate(enc, ds, settings=a.settings, cache=not a.no_cache, batch_size=a.batch_size)
@@ -45,6 +47,10 @@ def cmd_eval(a) -> int:
     write_json(dict(vars(a), func=None), out/"config.json")
     print(f"{ds!r}\nmodel {a.model}  ({res.info['wall_seconds']} s, encoding {res.info['encode_seconds']} s)")
     print(res.summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if "bilingual" in a.settings:
+        pl = res.per_language[res.per_language.setting.str.startswith("bilingual")]
+        print(pl[["setting", "q_lang", "c_lang", "n_queries", "n_skipped", "map", "recall", "max_rank", "complete@10",
+                  "english_inclination"]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"written to {out}")
     return 0
 
@@ -52,7 +58,7 @@ def cmd_eval(a) -> int:
 def _eval_extra(a, eval_extra) -> int:
     from hybrid_mlir.model import load_encoder
     out = Path(a.out) if a.out else Path("results")/slug(a.data.replace(":", "-"))/slug(a.model)
-    enc = load_encoder(a.model)
+    enc = load_encoder(a.model, precision=a.precision)
     if a.threads: import torch; torch.set_num_threads(a.threads)
     summ, info = eval_extra(enc, a.data, out, corpus=a.corpus, langs=a.langs, cache=not a.no_cache, batch_size=a.batch_size)
     write_json(dict(vars(a), func=None), out/"config.json")
@@ -84,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "mkqa | mkqa:<file> | mkqa-test | mkqa-xquad | beir:<folder>[:<split>]")
     e.add_argument("--corpus", default=None, help="MKQA: BEIR corpus.jsonl (or folder) for open-retrieval recall")
     e.add_argument("--langs", type=_csv, default=None, help="comma-separated languages (default all)")
-    e.add_argument("--settings", type=_csv, default=["mono", "cross", "multi"], help="comma-separated: mono,cross,multi")
+    e.add_argument("--settings", type=_csv, default=["mono", "cross", "multi"],
+                   help="comma-separated: mono,cross,multi,bilingual (bilingual: English + X pools, Max@R, English inclination)")
+    e.add_argument("--precision", default="auto", choices=["fp32", "bf16", "auto"],
+                   help="encoding precision (auto: bf16 where the CPU/GPU has it natively)")
     e.add_argument("--out", default=None, help="output folder (default results/eval/<model>/<data>)")
     e.add_argument("--batch-size", type=_pos_int, default=64)
     e.add_argument("--n-ids", type=_pos_int, default=None, help="evaluate on a random slice of this many question ids")
@@ -105,8 +114,8 @@ def main(argv=None) -> int:
     "Entry point of `hmlir`: errors of the library print one line and exit 2."
     a = build_parser().parse_args(argv)
     if a.cmd == "eval":
-        bad = [s for s in a.settings if s not in ("mono", "cross", "multi")]
-        if bad: _Parser(prog="hmlir eval").error(f"unknown setting(s) {bad}; choose from mono,cross,multi")
+        bad = [s for s in a.settings if s not in ("mono", "cross", "multi", "bilingual")]
+        if bad: _Parser(prog="hmlir eval").error(f"unknown setting(s) {bad}; choose from mono,cross,multi,bilingual")
     try: return a.func(a) or 0
     except HybridMlirError as e:  # one line, whatever the message holds
         sys.stderr.write("hmlir: error: " + " ".join(str(e).split()) + "\n"); return 2
@@ -114,5 +123,6 @@ def main(argv=None) -> int:
         sys.stderr.write("hmlir: interrupted\n"); return 130
 
 # %% ../nbs/07_cli.ipynb #d1f9035d
+#| eval: false
 #| eval: false
 if __name__ == "__main__": sys.exit(main())  # `python -m hybrid_mlir.cli` (and `torchrun -m hybrid_mlir.cli train ...`)

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['HybridMlirError', 'DataError', 'ConfigError', 'CheckpointError', 'cache_dir', 'data_dir', 'in_test',
-           'seed_everything', 'sha256_file', 'atomic_write', 'write_json', 'get_logger', 'run_info']
+__all__ = ['PRECISIONS', 'HybridMlirError', 'DataError', 'ConfigError', 'CheckpointError', 'cache_dir', 'data_dir', 'in_test',
+           'seed_everything', 'sha256_file', 'atomic_write', 'write_json', 'get_logger', 'cpu_has_bf16',
+           'resolve_precision', 'run_info']
 
 # %% ../nbs/00_core.ipynb #022d3b9a
 class HybridMlirError(Exception):
@@ -89,6 +90,27 @@ def get_logger(name:str="hybrid_mlir") -> logging.Logger:
     return log
 
 # %% ../nbs/00_core.ipynb #6aeda463
+PRECISIONS = ("fp32", "bf16", "auto")
+
+def cpu_has_bf16() -> bool:
+    "True when this CPU has native bf16 matmuls (AVX512-BF16 or AMX-BF16, from /proc/cpuinfo)."
+    try: flags = Path("/proc/cpuinfo").read_text()
+    except OSError: return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+def resolve_precision(precision:str="auto", # "fp32", "bf16", or "auto" (bf16 where the hardware has it natively)
+                      device=None, # torch device or name the work runs on (None: "cpu")
+                     ) -> str:
+    "The concrete precision, 'fp32' or 'bf16', of a setting: 'auto' picks bf16 on a bf16 GPU or a CPU with AVX512-BF16/AMX."
+    p = str(precision).lower()
+    if p not in PRECISIONS: raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if p != "auto": return p
+    dev = str(device or "cpu")
+    if dev.startswith("cuda"):
+        import torch
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
 def run_info() -> dict:
     "Machine, versions and date, stored beside every result."
     import platform, datetime

@@ -4,14 +4,16 @@
 
 # %% ../nbs/04_loss.ipynb #dd53757f
 from __future__ import annotations
+import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.distributed as dist
+from fastcore.basics import patch
 from .core import ConfigError
 
 # %% auto #0
-__all__ = ['dist_info', 'gather_with_grad', 'InfoNCELoss', 'cached_step']
+__all__ = ['dist_info', 'gather_with_grad', 'InfoNCELoss', 'false_negative_mask', 'alignment_loss', 'cached_step']
 
 # %% ../nbs/04_loss.ipynb #90038a54
 def dist_info() -> tuple[int, int]:
@@ -56,11 +58,12 @@ class InfoNCELoss(nn.Module):
         if variant == "paper" and not hard_negatives:
             raise ConfigError("variant='paper' needs hard_negatives=True: its denominator is the positive plus the batch's negatives")
         self.temperature, self.hard_negatives, self.variant = float(temperature), bool(hard_negatives), variant
-        self.gather, self.normalize = bool(gather), bool(normalize)
+        self.gather, self.normalize, self.last_masked = bool(gather), bool(normalize), 0
 
     def forward(self, q:torch.Tensor, # (B, d) query embeddings
                 p:torch.Tensor, # (B, d) positive passage embeddings, row i for query i
                 n:torch.Tensor|None=None, # (B, d) hard negative embeddings, row i for triplet i
+                mask:torch.Tensor|None=None, # (B, C) bool, True: candidate column is no negative for the query (dropped)
                ) -> torch.Tensor:
         "Mean loss over this rank's queries; with DDP's gradient averaging, the gradient of the global-batch loss."
         if q.ndim != 2 or q.shape != p.shape: raise ConfigError(f"q and p must both be (B, d), got {tuple(q.shape)} and {tuple(p.shape)}")
@@ -76,7 +79,11 @@ class InfoNCELoss(nn.Module):
         if self.gather and world > 1:
             P, offset = gather_with_grad(p), rank*q.shape[0]
             if n is not None: N = gather_with_grad(n)
-        scale = 1.0/self.temperature
+        scale, self.last_masked = 1.0/self.temperature, 0
+        if mask is not None:
+            mask = _clean_mask(mask, q.shape[0], P.shape[0] + (0 if N is None else N.shape[0]), offset)
+            if self.variant == "paper": mask = torch.cat([mask[:, :1] & False, mask[:, P.shape[0]:]], 1)
+            self.last_masked = int(mask.sum()); mask = mask.to(q.device)
         if self.variant == "standard":
             cands = P if N is None else torch.cat([P, N], 0)
             logits = q @ cands.T * scale
@@ -84,7 +91,88 @@ class InfoNCELoss(nn.Module):
         else:
             logits = torch.cat([(q*p).sum(-1, keepdim=True), q @ N.T], 1) * scale
             labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        if mask is not None: logits = logits.masked_fill(mask, float("-inf"))
         return F.cross_entropy(logits, labels)
+
+# %% ../nbs/04_loss.ipynb #ea381fe5
+def _ids(x):
+    "A candidate's question ids as a set: one id, or a list of them (tensors and arrays as their values)."
+    if hasattr(x, "tolist"): x = x.tolist()
+    return {x} if isinstance(x, (str, bytes)) or not hasattr(x, "__iter__") else set(x)
+
+def false_negative_mask(q_ids, # (B,) question id (`xling_id`) of each query row
+                        pos_ids, # (P,) per positive column: the question id(s) its sentence answers
+                        neg_ids=None, # (N,) per hard-negative column: the list of question ids its sentence answers
+                        offset:int=0, # row i's own positive is column offset + i (rank * B for gathered candidates)
+                       ) -> torch.Tensor:
+    "(B, P + N) bool mask: True where candidate j answers query i's question (a false negative), own positive False."
+    _list = lambda xs: xs.tolist() if hasattr(xs, "tolist") else list(xs)
+    q, pos_ids = _list(q_ids), _list(pos_ids)
+    cols = [_ids(x) for x in pos_ids] + [_ids(x) for x in (neg_ids if neg_ids is not None else [])]
+    if not 0 <= int(offset) <= len(pos_ids) - len(q):
+        raise ConfigError(f"{len(q)} queries at offset {offset} do not fit the {len(pos_ids)} positive columns")
+    where = {}
+    for j, c in enumerate(cols):
+        for x in c: where.setdefault(x, []).append(j)
+    m = torch.zeros(len(q), len(cols), dtype=torch.bool)
+    for i, x in enumerate(q):
+        if x in where: m[i, where[x]] = True
+    m[torch.arange(len(q)), torch.arange(len(q)) + int(offset)] = False
+    return m
+
+def _clean_mask(mask, B, C, offset=0):
+    "Check a (B, C) false-negative mask; a bool copy with each row's own positive (column offset + i) unmasked."
+    mask = torch.as_tensor(mask)
+    if mask.dtype != torch.bool: raise ConfigError(f"mask must be a bool tensor (True: not a negative), got {mask.dtype}")
+    if tuple(mask.shape) != (B, C):
+        raise ConfigError(f"mask must be (B, C) = ({B}, {C}): one row per query, one column per candidate "
+                          f"(positives, then negatives, gathered over ranks), got {tuple(mask.shape)}")
+    own = torch.arange(B, device=mask.device)
+    mask = mask.clone(); mask[own, own + offset] = False
+    return mask
+
+# %% ../nbs/04_loss.ipynb #16548a19
+@patch
+def candidates(self:InfoNCELoss, p:torch.Tensor, # (B, d) positives
+               n:torch.Tensor|None=None, # (B, d) hard negatives (ignored when `hard_negatives=False`)
+              ) -> torch.Tensor:
+    "(C, d) candidates in the mask's column order: positives, then negatives, gathered over ranks, normalised."
+    if self.normalize: p, n = F.normalize(p, dim=-1), (None if n is None else F.normalize(n, dim=-1))
+    gather = gather_with_grad if self.gather else (lambda x: x)
+    return gather(p) if n is None or not self.hard_negatives else torch.cat([gather(p), gather(n)], 0)
+
+# %% ../nbs/04_loss.ipynb #bd25948b
+def alignment_loss(q:torch.Tensor, # (B, d) queries q_i
+                   q_par:torch.Tensor, # (B, d) parallel queries q'_i (rows where `valid` is False are ignored)
+                   cands:torch.Tensor, # (C, d) candidates, e.g. `InfoNCELoss.candidates(p, n)`
+                   mask:torch.Tensor|None=None, # (B, C) bool false-negative mask, as for `InfoNCELoss`
+                   temperature:float=0.05, # same tau as InfoNCE
+                   kind:str="jsd", # "jsd" (symmetric) or "kl": KL(P || Q), P detached
+                   valid:torch.Tensor|None=None, # (B,) bool: rows that have a parallel query; None: all
+                   offset:int=0, # row i's own positive is column offset + i (rank * B for gathered candidates)
+                   normalize:bool=True, # L2-normalise q, q_par and cands (cosine scores, as InfoNCE)
+                  ) -> torch.Tensor:
+    "Mean over valid rows of JSD(P_i, Q_i) (or KL(P_i || Q_i)), P_i, Q_i = softmax of q_i, q'_i against `cands`."
+    if kind not in ("jsd", "kl"): raise ConfigError(f"unknown alignment kind {kind!r}; use 'jsd' or 'kl'")
+    if q.ndim != 2 or q.shape != q_par.shape or cands.ndim != 2 or cands.shape[1] != q.shape[1]:
+        raise ConfigError(f"q, q_par must be (B, d) and cands (C, d), got {tuple(q.shape)}, {tuple(q_par.shape)}, {tuple(cands.shape)}")
+    B, C = q.shape[0], cands.shape[0]
+    if normalize: q, q_par, cands = (F.normalize(x, dim=-1) for x in (q, q_par, cands))
+    valid = torch.ones(B, dtype=torch.bool) if valid is None else torch.as_tensor(valid).cpu()
+    if valid.dtype != torch.bool or tuple(valid.shape) != (B,): raise ConfigError(f"valid must be a ({B},) bool tensor, got {valid.dtype} {tuple(valid.shape)}")
+    rows = valid.nonzero().flatten().to(q.device)
+    if len(rows) == 0: return (q.sum() + q_par.sum() + cands.sum())*0.0
+    m = None if mask is None else _clean_mask(mask, B, C, offset).to(q.device)[rows]
+    def logp(x):
+        s = x[rows] @ cands.T/temperature
+        if m is None: return F.log_softmax(s, -1), None
+        ls = F.log_softmax(s.masked_fill(m, float("-inf")), -1)
+        return ls.masked_fill(m, 0.0), ls.exp()        # finite log-probs; probabilities 0 where masked
+    (lp, P), (lq, Q) = logp(q), logp(q_par)
+    P, Q = (lp.exp() if P is None else P), (lq.exp() if Q is None else Q)
+    if kind == "kl": return (P.detach()*(lp.detach() - lq)).sum(-1).mean()
+    lm = torch.logsumexp(torch.stack([lp, lq]), 0) - math.log(2)
+    return (0.5*(P*(lp - lm)).sum(-1) + 0.5*(Q*(lq - lm)).sum(-1)).mean()
 
 # %% ../nbs/04_loss.ipynb #ac09af12
 class _RngState:
@@ -105,10 +193,13 @@ def cached_step(encoder_fn, # (texts_chunk, kind) -> (b, d) embeddings, kind "qu
                 negatives, # hard negatives, row i for query i, or None
                 loss_fn, # (q, p[, n]) -> scalar loss, e.g. an `InfoNCELoss`
                 chunk_size:int, # rows embedded at once
+                mask=None, # (B, C) bool false-negative mask, passed on as `loss_fn(..., mask=mask)`
+                parallel=None, # parallel queries q'_i, row i for query i, passed on embedded as `loss_fn(..., q_par=...)`
                ) -> torch.Tensor:
     "Loss of the whole batch with GradCache: accumulates its parameter gradients into `.grad`; returns the loss, detached."
     if int(chunk_size) < 1: raise ConfigError(f"chunk_size must be >= 1, got {chunk_size!r}")
     parts = [(queries, "query"), (passages, "passage")] + ([(negatives, "passage")] if negatives is not None else [])
+    if parallel is not None: parts.append((parallel, "query"))
     embs, states = [], []
     with torch.no_grad():                                   # 1. embed without graph
         for texts, kind in parts:
@@ -118,9 +209,12 @@ def cached_step(encoder_fn, # (texts_chunk, kind) -> (b, d) embeddings, kind "qu
                 st.append(_RngState()); es.append(encoder_fn(c, kind))
             embs.append(torch.cat(es, 0)); states.append((chunks, st))
     leaves = [e.detach().requires_grad_() for e in embs]    # 2. loss on full matrices, grads to embeddings
-    loss = loss_fn(*leaves)
+    kw = dict(mask=mask) if mask is not None else {}
+    if parallel is not None: kw["q_par"] = leaves[-1]
+    loss = loss_fn(*(leaves[:-1] if parallel is not None else leaves), **kw)
     loss.backward()
     for (texts, kind), leaf, (chunks, st) in zip(parts, leaves, states):  # 3. replay chunks with grad
+        if leaf.grad is None: continue                      # not used by the loss
         for c, s, g in zip(chunks, st, _chunks(leaf.grad, chunk_size)):
             s.restore()
             torch.autograd.backward(encoder_fn(c, kind), g)

@@ -6,12 +6,12 @@
 __all__ = ['SETTINGS_FILE', 'OFFLINE_MODELS', 'Encoder', 'xlmr_tokenizer', 'tiny_encoder', 'state_digest', 'load_encoder']
 
 # %% ../nbs/03_model.ipynb #0b7c3947
-import os, json, time, shutil, hashlib, tempfile, itertools
+import os, json, time, copy, shutil, hashlib, tempfile, itertools
 from pathlib import Path
 import numpy as np
 import torch
 from fastcore.basics import patch
-from .core import ConfigError, CheckpointError, HybridMlirError, sha256_file, get_logger, cache_dir
+from .core import ConfigError, CheckpointError, HybridMlirError, sha256_file, get_logger, cache_dir, resolve_precision
 from safetensors import SafetensorError
 
 # %% ../nbs/03_model.ipynb #9f333f30
@@ -30,6 +30,7 @@ class Encoder(torch.nn.Module):
                  max_len_query:int=64, # truncate queries to this many tokens (specials included)
                  max_len_passage:int=128, # truncate passages to this many tokens
                  state_sha256:str|None=None, # `state_digest(model)` if already known (recorded at build/save time)
+                 precision:str="fp32", # `encode` in "fp32", "bf16" (a bf16 copy of the weights) or "auto" (bf16 where native)
                 ):
         super().__init__()
         if pooling not in ("mean", "cls"): raise ConfigError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
@@ -41,6 +42,8 @@ class Encoder(torch.nn.Module):
         self.query_prefix, self.passage_prefix, self.pooling, self.normalize = query_prefix, passage_prefix, pooling, bool(normalize)
         self.max_len_query, self.max_len_passage = max_len_query, max_len_passage
         self._weights_sha, self._weights_sig = state_sha256, self._weights_signature()
+        self.precision = resolve_precision(precision, next(model.parameters()).device)
+        self._lowp = None  # (weights signature, bf16 copy of the model) for bf16 encoding; a tuple, so not a submodule
         self.train(model.training)  # the wrapper's mode follows the model's (eval after loading)
 
     def settings(self) -> dict:
@@ -53,7 +56,8 @@ class Encoder(torch.nn.Module):
     def device(self) -> torch.device: return next(self.model.parameters()).device
 
     def __repr__(self):
-        s = self.settings(); return f"Encoder({s.pop('name')!r}, dim={self.dim}, " + ", ".join(f"{k}={v!r}" for k, v in s.items()) + ")"
+        s = self.settings() | dict(precision=self.precision)
+        return f"Encoder({s.pop('name')!r}, dim={self.dim}, " + ", ".join(f"{k}={v!r}" for k, v in s.items()) + ")"
 
     def _weights_signature(self):
         return tuple((p._version, p.dtype, p.data_ptr()) for p in itertools.chain(self.model.parameters(), self.model.buffers()))
@@ -130,15 +134,16 @@ def tokenize(self:Encoder, texts, # one string or a list of strings
                                padding=True, return_tensors="pt"))
 
 # %% ../nbs/03_model.ipynb #5ad0b034
-_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "inputs_embeds")
 
 @patch
 def forward(self:Encoder, batch:dict, # from `tokenize`: input_ids, attention_mask (+ token_type_ids)
+            model=None, # the network to run (default `self.model`; `encode` passes its bf16 copy)
             ) -> torch.Tensor:
-    "Pooled (and, if `normalize`, L2-normalised) embeddings of a tokenised batch, shape (n, dim)."
+    "Pooled (and, if `normalize`, L2-normalised) fp32 embeddings of a tokenised batch, shape (n, dim)."
     dev = self.device
     batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items() if k in _MODEL_INPUTS}
-    h = self.model(**batch).last_hidden_state
+    h = (model or self.model)(**batch).last_hidden_state.float()  # pooling and normalising in fp32 whatever the precision
     if self.pooling == "cls": e = h[:, 0]
     else:
         m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
@@ -179,6 +184,16 @@ def _padded(ids:list, lens:np.ndarray, idx:np.ndarray, pad:int) -> dict:
 
 # %% ../nbs/03_model.ipynb #b750960c
 @patch
+def inference_model(self:Encoder) -> torch.nn.Module:
+    "The network `encode` runs: the model itself in fp32, or a bf16 copy of it, made again when the weights change."
+    if self.precision != "bf16": return self.model
+    sig = self._weights_signature()
+    if self._lowp is None or self._lowp[0] != sig:
+        self._lowp = None  # free the old copy first
+        self._lowp = (sig, copy.deepcopy(self.model).to(torch.bfloat16).eval())
+    return self._lowp[1]
+
+@patch
 def encode(self:Encoder, texts, # one string or a list of strings
             kind:str="query", # "query" or "passage"
             batch_size:int=64, # at most this many texts per forward pass
@@ -198,11 +213,29 @@ def encode(self:Encoder, texts, # one string or a list of strings
     self.eval()
     try:
         with torch.inference_mode():
-            for idx in batches: out[idx] = self(_padded(ids, lens, idx, self.tokenizer.pad_token_id)).float().cpu().numpy()
+            model = self.inference_model()
+            for idx in batches: out[idx] = self(_padded(ids, lens, idx, self.tokenizer.pad_token_id), model).float().cpu().numpy()
     finally: self.train(was_training)
     return out
 
 # %% ../nbs/03_model.ipynb #c59f50f8
+def _forward_groups(enc, ids:list, lens:np.ndarray, batches:list) -> list[torch.Tensor]:
+    "Embeddings of each length group, with the word-embedding lookup done once for all groups (one dense gradient, not one per group)."
+    emb = enc.model.get_input_embeddings() if hasattr(enc.model, "get_input_embeddings") else None
+    if not isinstance(emb, torch.nn.Embedding) or not emb.weight.requires_grad or not torch.is_grad_enabled():
+        return [enc(_padded(ids, lens, idx, enc.tokenizer.pad_token_id)) for idx in batches]
+    dev = enc.device
+    starts = np.concatenate([[0], np.cumsum(lens)])
+    flat = emb(torch.from_numpy(np.concatenate([np.asarray(i, np.int64) for i in ids])).to(dev))  # (tokens, dim)
+    flat = torch.cat([flat, flat.new_zeros(1, flat.shape[1])])  # a zero row for padding (masked: it never reaches a text's embedding)
+    out = []
+    for idx in batches:
+        L = int(lens[idx].max()); pos = np.arange(L)[None]
+        take = np.where(pos < lens[idx][:, None], starts[idx][:, None] + pos, len(flat) - 1)
+        mask = torch.from_numpy((pos < lens[idx][:, None]).astype(np.int64))
+        out.append(enc(dict(inputs_embeds=flat[torch.from_numpy(take).to(dev)], attention_mask=mask)))
+    return out
+
 @patch
 def embed_packed(self:Encoder, parts, # list of (texts, kind) pairs, kind "query" or "passage"
                  max_tokens:int=1024, # padded tokens per forward pass (0: one padded batch per part, like `embed`)
@@ -215,7 +248,7 @@ def embed_packed(self:Encoder, parts, # list of (texts, kind) pairs, kind "query
     lens = np.concatenate(lens) if lens else np.zeros(0, np.int64)
     if not len(lens): return [torch.zeros((0, self.dim), device=self.device) for _ in parts]
     batches = _length_batches(lens, len(lens), max_tokens)
-    embs = torch.cat([self(_padded(ids, lens, idx, self.tokenizer.pad_token_id)) for idx in batches])
+    embs = torch.cat(_forward_groups(self, ids, lens, batches))
     inv = torch.empty(len(lens), dtype=torch.long); inv[torch.from_numpy(np.concatenate(batches))] = torch.arange(len(lens))
     return list(embs[inv.to(embs.device)].split(sizes))
 
@@ -245,8 +278,9 @@ def train(self:Encoder, mode:bool=True):
 
 @patch(as_prop=True)
 def fingerprint(self:Encoder) -> str:
-    "16-hex-digit key of weights + prefixes + pooling + normalize + max lengths (for embedding caches)."
+    "16-hex-digit key of weights + prefixes + pooling + normalize + max lengths (+ precision when not fp32), for embedding caches."
     s = {k: v for k, v in self.settings().items() if k != "name"}
+    if self.precision != "fp32": s["precision"] = self.precision  # fp32 keys stay as they were before precisions existed
     return hashlib.sha256(json.dumps(dict(weights=self.weights_digest(), **s), sort_keys=True).encode()).hexdigest()[:16]
 
 # %% ../nbs/03_model.ipynb #a699cc57
@@ -318,6 +352,7 @@ def _from_pretrained(src, trust_remote_code:bool, device):
 def load_encoder(spec:str|os.PathLike="offline:multilingual-e5-small", # "offline:<name>", a local folder, or a HF hub id
                  device:str|None=None, # default "cuda" if available else "cpu"
                  trust_remote_code:bool=False, # let transformers run code shipped with a hub model
+                 precision:str="auto", # encoding precision: "fp32", "bf16", or "auto" (bf16 where the CPU/GPU has it natively)
                  **overrides, # Encoder settings to replace (query_prefix, pooling, max_len_passage, ...)
                 ) -> Encoder:
     "Load an `Encoder` from the offline model, a saved/HF folder, or the Hugging Face hub."
@@ -350,4 +385,4 @@ def load_encoder(spec:str|os.PathLike="offline:multilingual-e5-small", # "offlin
                               f"safetensors weights): {(str(e).splitlines() or [type(e).__name__])[0]}") from e
         raise CheckpointError(f"could not load the model in {folder} (only safetensors weights are loaded): "
                               f"{(str(e).splitlines() or [type(e).__name__])[0]}") from e
-    return Encoder(model, tok, state_sha256=_recorded_digest(folder) if folder else None, **(settings | overrides))
+    return Encoder(model, tok, state_sha256=_recorded_digest(folder) if folder else None, precision=precision, **(settings | overrides))

@@ -11,11 +11,13 @@ import numpy as np, pandas as pd
 from .core import ConfigError, HybridMlirError, get_logger, write_json, atomic_write, run_info, in_test
 
 # %% auto #0
-__all__ = ['PAPER_TABLE1', 'PAPER_TABLE2', 'ROW_NAMES', 'PROTOCOLS', 'PRESETS', 'ROW_ORDER', 'Preset', 'row_strategy', 'run_base',
-           'run_training', 'plan', 'run_dir', 'reproduce', 'collect', 'table1', 'table2', 'per_language',
-           'cross_matrix', 'paired_test', 'significance', 'seed_differences', 'claims', 'alpha_table', 'plot_alpha',
-           'plot_per_language', 'plot_cross_heatmap', 'plot_training', 'write_tables', 'format_table1', 'smoke_results',
-           'cmd_reproduce', 'add_cli']
+__all__ = ['PAPER_TABLE1', 'PAPER_TABLE2', 'ROW_NAMES', 'PROTOCOLS', 'PRESETS', 'CHECK_METRICS', 'PRECISION_TOL', 'RUN_FREE',
+           'SAME_PRECISION_TOL', 'ROW_ORDER', 'Preset', 'row_strategy', 'run_base', 'run_training', 'plan', 'run_dir',
+           'reproduce', 'tolerance', 'compare_runs', 'check_verdict', 'precision_check', 'precision_training',
+           'collect', 'table1', 'table2', 'per_language', 'cross_matrix', 'paired_test', 'significance',
+           'seed_differences', 'claims', 'alpha_table', 'plot_alpha', 'plot_per_language', 'plot_cross_heatmap',
+           'plot_training', 'write_tables', 'format_table1', 'smoke_results', 'run_folder', 'compare_and_report',
+           'cmd_reproduce', 'cmd_precision_check', 'add_cli']
 
 # %% ../nbs/08_reproduce.ipynb #629b7cf1
 PAPER_TABLE1 = pd.DataFrame([
@@ -48,6 +50,7 @@ class Preset:
     n_ids: int|None = None # training slice (question ids per set); None: all
     eval_n_ids: int|None = None # evaluation slice; None: the full evaluation set
     model: str = "offline:multilingual-e5-small"
+    precision: str = "auto" # "fp32", "bf16" or "auto" (bf16 where the CPU/GPU has it natively), training and evaluation
 
 PRESETS = {
     "default": Preset("default", train=dict(max_steps=30, batch_size=32, val_every=10, patience=None, warmup=0.1, keep_checkpoints=False)),
@@ -80,10 +83,10 @@ def run_base(protocol:str, p:Preset, out:Path) -> Path:
     if (d/"result.json").exists(): return d
     ds = load_lareqa(PROTOCOLS[protocol][1])
     if p.eval_n_ids: ds = subsample(ds, p.eval_n_ids, seed=0)
-    enc = tiny_encoder(0) if p.model == "tiny" else load_encoder(p.model)
+    enc = tiny_encoder(0, precision=p.precision) if p.model == "tiny" else load_encoder(p.model, precision=p.precision)
     t0 = time.time(); r = evaluate(enc, ds)
     r.info.update(machine=run_info()); r.save(d/"eval")
-    write_json(dict(row="base", protocol=protocol, model=p.model, eval=r.summary.to_dict("records"),
+    write_json(dict(row="base", protocol=protocol, model=p.model, precision=enc.precision, eval=r.summary.to_dict("records"),
                     eval_seconds=round(time.time() - t0, 1)), d/"result.json")
     return d
 
@@ -96,7 +99,7 @@ def run_training(protocol:str, row:str, seed:int, p:Preset, out:Path) -> Path:
     tr, ev = PROTOCOLS[protocol]
     cfg = TrainConfig(model=_model_spec(p), strategy=strategy, alpha=0.5 if math.isnan(alpha) else alpha,
                       train=[tr], eval=ev, n_ids=p.n_ids, eval_n_ids=p.eval_n_ids, seed=seed, out=str(d),
-                      resume=(d/"config.json").exists(), **p.train)
+                      resume=(d/"config.json").exists(), precision=p.precision, **p.train)
     train(cfg)
     return d
 
@@ -119,6 +122,7 @@ def reproduce(preset:str|Preset="default", # "default", "full", "smoke" or a `Pr
               tables:bool=True, # write tables and figures at the end
               protocols=None, rows=None, seeds=None, # run only this subset of the preset (None: all)
               max_minutes:float|None=None, # start no new run after this many minutes; rerun to go on
+              reuse:bool=True, # keep runs of `out` that finished before (False: refuse a folder that holds any)
              ) -> dict:
     "Run every experiment of a preset that has no result yet, then write the tables and figures."
     p = PRESETS[preset] if isinstance(preset, str) and preset in PRESETS else preset
@@ -128,6 +132,10 @@ def reproduce(preset:str|Preset="default", # "default", "full", "smoke" or a `Pr
     if max_minutes is not None and max_minutes < 0: raise ConfigError(f"max_minutes must be >= 0, got {max_minutes}")
     out = Path(out); log = get_logger(); t0 = time.time()
     jobs, done = plan(p, protocols, rows, seeds), []
+    old = [j for j in jobs if (run_dir(out, *j)/"result.json").exists()]
+    if old and not reuse:
+        raise ConfigError(f"{out} already holds {len(old)} finished run(s) of this selection (e.g. {run_dir(out, *old[0])}); "
+                          "reuse them (--reuse) or write to a new folder (--out)")
     for i, (pr, r, s) in enumerate(jobs, 1):
         what = f"[{i}/{len(jobs)}] protocol {pr} ({' -> '.join(PROTOCOLS[pr])}), {ROW_NAMES.get(r, r)}, seed {s}"
         if (run_dir(out, pr, r, s)/"result.json").exists():
@@ -149,6 +157,117 @@ def reproduce(preset:str|Preset="default", # "default", "full", "smoke" or a `Pr
     return info
 
 # %% ../nbs/08_reproduce.ipynb #8bc9cf5b
+CHECK_METRICS = ("map", "recall", "map@20", "rank_distance")
+PRECISION_TOL = {"map": 0.002, "recall": 0.002, "map@20": 0.002, "rank_distance": 0.01}  # rank distance: relative
+RUN_FREE = ("out", "keep_checkpoints", "progress", "threads", "device", "resume")  # settings that do not change a run's numbers
+SAME_PRECISION_TOL = 1e-4  # the pipeline is deterministic: only summation order (threads, BLAS) may differ
+
+def _run_summary(d:Path) -> tuple[dict, str]:
+    "{(setting, metric): value} of a finished run folder, and the precision it ran in (fp32 before precisions existed)."
+    res = json.loads((d/"result.json").read_text())
+    prec = res.get("precision") or "fp32"
+    s = pd.read_csv(d/"eval"/"summary.csv")
+    return {(r["setting"], m): float(r[m]) for r in s.to_dict("records") for m in CHECK_METRICS
+            if m in r and pd.notna(r[m])}, prec
+
+def _seed_std(committed:Path, protocol:str, row:str) -> dict:
+    "Std over the committed seeds of one row, per (setting, metric) (empty for base or a single seed)."
+    vals = {}
+    for d in sorted((committed/protocol).glob(f"{row}-s*")):
+        if row != _row_seed(d.name)[0] or not (d/"result.json").exists(): continue
+        for k, v in _run_summary(d)[0].items(): vals.setdefault(k, []).append(v)
+    return {k: float(np.std(v, ddof=1)) for k, v in vals.items() if len(v) > 1}
+
+def tolerance(metric:str, committed:float, same_precision:bool, seed_std:float|None=None) -> float:
+    "How far a reproduced number may lie from the committed one (absolute)."
+    if same_precision: return SAME_PRECISION_TOL * (abs(committed) if metric == "rank_distance" else 1.0) + 1e-9
+    tol = PRECISION_TOL[metric] * (abs(committed) if metric == "rank_distance" else 1.0)
+    return max(tol, 2 * seed_std) if seed_std is not None and np.isfinite(seed_std) else tol
+
+def compare_runs(fresh, # folder of the reproduced runs
+                 committed="results", # folder of the committed runs
+                 preset:str|Preset="default",
+                ) -> pd.DataFrame:
+    "Every number of the preset's runs in `fresh` against `committed`: one row per (protocol, row, setting, metric)."
+    p = PRESETS[preset] if isinstance(preset, str) else preset
+    fresh, committed, recs = Path(fresh), Path(committed), []
+    for pr, row, seed in plan(p):
+        df, dc = run_dir(fresh, pr, row, seed), run_dir(committed, pr, row, seed)
+        if not (df/"result.json").exists(): raise HybridMlirError(f"{df}: not finished; nothing to compare")
+        if not (dc/"result.json").exists(): raise HybridMlirError(f"{dc}: no committed run to compare with")
+        if row != "base":  # the same experiment? (precision may differ: that is what the tolerance allows for)
+            cf, cc = (json.loads((x/"config.json").read_text()) for x in (df, dc))
+            keys = ["model", "strategy", "alpha", "train", "eval", "n_ids", "eval_n_ids", "seed", *p.train]
+            diff = [k for k in keys if k not in RUN_FREE and cf.get(k) != cc.get(k)]
+            if diff: raise HybridMlirError(f"{dc} was made with other settings than {df}: " + ", ".join(f"{k} {cc.get(k)!r} vs {cf.get(k)!r}" for k in diff))
+        (new, p_new), (old, p_old) = _run_summary(df), _run_summary(dc)
+        std = {} if row == "base" else _seed_std(committed, pr, row)
+        for k in old:
+            if k not in new: raise HybridMlirError(f"{df}: {k[0]} {k[1]} is missing from the reproduced run")
+            tol = tolerance(k[1], old[k], p_new == p_old, std.get(k))
+            recs.append(dict(protocol=pr, row=row, seed=seed, setting=k[0], metric=k[1], committed=old[k], reproduced=new[k],
+                             diff=new[k] - old[k], tolerance=tol, within_tolerance=bool(abs(new[k] - old[k]) <= tol),
+                             precision_committed=p_old, precision_reproduced=p_new, seeds_std=std.get(k, np.nan)))
+    return pd.DataFrame(recs)
+
+def check_verdict(check:pd.DataFrame) -> str:
+    "One line: reproduced or not, and the largest miss."
+    n, bad = len(check), check[~check.within_tolerance]
+    if not n: return "nothing compared"
+    if not len(bad): return f"REPRODUCED: all {n} numbers within tolerance (largest |diff| / tolerance {(check['diff'].abs() / check.tolerance).max():.2f})"
+    w = bad.assign(r=bad["diff"].abs() / bad.tolerance).sort_values("r").iloc[-1]
+    return (f"NOT REPRODUCED: {len(bad)} of {n} numbers outside tolerance; the largest: {w.protocol} {w.row} {w.setting} "
+            f"{w.metric} {w.committed:.4f} -> {w.reproduced:.4f} (tolerance {w.tolerance:.4f})")
+
+def _within(metric:str, a:float, b:float) -> bool:
+    "The precision check's tolerance: 0.002 absolute for map/recall/map@20, 1% for rank distance."
+    tol = PRECISION_TOL[metric] * (abs(a) if metric == "rank_distance" else 1.0)
+    return bool(abs(b - a) <= tol)
+
+def _long(summary:pd.DataFrame) -> dict:
+    return {(r["setting"], m): float(r[m]) for r in summary.to_dict("records") for m in CHECK_METRICS if m in r and pd.notna(r[m])}
+
+def precision_check(models:dict, # name -> model spec or saved folder ("base": "offline:multilingual-e5-small", ...)
+                    data=("xquad-r", "mlqa-r"), # evaluation sets (full)
+                    out=None, # folder for each evaluation (`<out>/<model>/<data>/<precision>/`); None: not saved
+                   ) -> pd.DataFrame:
+    "The same weights evaluated in fp32 and in bf16: one row per (data, model, setting, metric), with the difference."
+    from hybrid_mlir.data import load_lareqa
+    from hybrid_mlir.eval import evaluate
+    from hybrid_mlir.model import load_encoder
+    sets, res, log = {d: load_lareqa(d) for d in data}, {}, get_logger()
+    for name, spec in models.items():
+        for prec in ("fp32", "bf16"):
+            enc = load_encoder(spec, precision=prec)
+            for d, ds in sets.items():
+                t0 = time.time(); r = evaluate(enc, ds)
+                r.info.update(machine=run_info(), model_spec=str(spec))
+                if out is not None: r.save(Path(out)/name/d/prec)
+                res[name, d, prec] = _long(r.summary)
+                log.info(f"precision check: {name} on {d} in {prec}: {time.time() - t0:.0f} s")
+            del enc
+    recs = [dict(data=d, model=name, setting=k[0], metric=k[1], fp32=v, bf16=res[name, d, "bf16"][k],
+                 diff=res[name, d, "bf16"][k] - v, within_tolerance=_within(k[1], v, res[name, d, "bf16"][k]))
+            for name in models for d in data for k, v in res[name, d, "fp32"].items()]
+    return pd.DataFrame(recs)
+
+def precision_training(fp32_run, bf16_run, # run folders of the same training in the two precisions
+                       committed="results", # where the other seeds of the row are, for the seed spread
+                      ) -> pd.DataFrame:
+    "Final metrics of one training run made in fp32 and in bf16, beside the std over the committed seeds of that row."
+    fp32_run, bf16_run = Path(fp32_run), Path(bf16_run)
+    (a, pa), (b, pb) = _run_summary(fp32_run), _run_summary(bf16_run)
+    if (pa, pb) != ("fp32", "bf16"): raise ConfigError(f"expected an fp32 and a bf16 run, got {pa} ({fp32_run}) and {pb} ({bf16_run})")
+    protocol, (row, seed) = fp32_run.parent.name, _row_seed(fp32_run.name)
+    std = _seed_std(Path(committed), protocol, row)
+    recs = []
+    for k, v in a.items():
+        sd = std.get(k, np.nan)
+        recs.append(dict(protocol=protocol, row=row, seed=seed, setting=k[0], metric=k[1], fp32=v, bf16=b[k], diff=b[k] - v,
+                         seeds_std=sd, n_seeds=len(list((Path(committed)/protocol).glob(f"{row}-s*"))),
+                         within_seed_spread=bool(abs(b[k] - v) <= 2 * sd) if np.isfinite(sd) else None))
+    return pd.DataFrame(recs)
+
 def _run_dirs(out:Path, protocols):
     for pr in protocols:
         for d in sorted((out/pr).glob("*")) if (out/pr).is_dir() else []:
@@ -418,11 +537,35 @@ def smoke_results() -> Path:
     return out
 
 # %% ../nbs/08_reproduce.ipynb #36dabf4d
+def run_folder(preset:str, out=None, reuse:bool=False, root="runs") -> Path:
+    "Where `hmlir reproduce` writes: `out`, else a new `runs/<preset>-<time>` (with `reuse`: the newest such folder)."
+    if out is not None: return Path(out)
+    if reuse:
+        old = sorted(Path(root).glob(f"{preset}-2*"))
+        if old: return old[-1]
+    return Path(root)/f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+def compare_and_report(out:Path, committed:Path, p:Preset) -> str|None:
+    "Compare a finished preset in `out` with `committed`; write `out/reproduce_check.csv`; print the table; return the verdict."
+    if out.resolve() == committed.resolve(): return None
+    if not (committed/f"reproduce_{p.name}.json").exists():
+        print(f"\n{committed}/ holds no runs of preset {p.name} (no reproduce_{p.name}.json): nothing to compare with"); return None
+    chk = compare_runs(out, committed, p)
+    with atomic_write(out/"reproduce_check.csv", "w") as f: chk.to_csv(f, index=False)
+    cols = ["protocol", "row", "setting", "metric", "committed", "reproduced", "diff", "tolerance", "within_tolerance"]
+    print(f"\nreproduced ({out}) against committed ({committed}); tolerance: 2 x the std over the committed seeds, at least "
+          f"0.002 (rank distance 1%) across precisions, 1e-4 in the same precision\n"
+          + chk[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    v = check_verdict(chk); print(v)
+    return v
+
 def cmd_reproduce(a) -> int:
-    "`hmlir reproduce`: run a preset (or a subset of it), write results, print Table 1 and Table 2."
+    "`hmlir reproduce`: run a preset (or a subset of it) into a run folder, print Tables 1 and 2, compare with the committed results."
     p = PRESETS[a.preset]
     if a.steps: p = Preset(**{**asdict(p), "train": {**p.train, "max_steps": a.steps}})
-    info = reproduce(p, out=a.out, protocols=a.protocols, rows=a.rows, seeds=a.seeds, max_minutes=a.max_minutes)
+    if a.precision: p = Preset(**{**asdict(p), "precision": a.precision})
+    out = run_folder(p.name, a.out, a.reuse); a.out = str(out)
+    info = reproduce(p, out=out, protocols=a.protocols, rows=a.rows, seeds=a.seeds, max_minutes=a.max_minutes, reuse=a.reuse)
     if "tables" in info:  # some run has finished
         runs = collect(a.out, p.protocols)
         print(format_table1(table1(runs)))
@@ -430,7 +573,29 @@ def cmd_reproduce(a) -> int:
     print(f"\npreset {p.name}: {info['seconds'] / 60:.1f} min; {info['finished']} of {info['total']} runs finished; "
           f"tables and figures in {a.out}/")
     if info["remaining"]:
-        print("not finished yet (the same command goes on): " + ", ".join(f"{j['protocol']}/{j['row']}-s{j['seed']}" for j in info["remaining"]))
+        print("not finished yet (the same command with --reuse goes on): "
+              + ", ".join(f"{j['protocol']}/{j['row']}-s{j['seed']}" for j in info["remaining"]))
+    elif a.compare and not (a.protocols or a.rows or a.seeds): compare_and_report(out, Path(a.compare), p)
+    return 0
+
+def cmd_precision_check(a) -> int:
+    "`hmlir precision-check`: the same weights (or the same training) in fp32 and bf16; write and print the comparison."
+    if a.training:
+        df = precision_training(*a.training, committed=a.committed)
+        cols = ["setting", "metric", "fp32", "bf16", "diff", "seeds_std", "within_seed_spread"]
+    else:
+        models = {}
+        for m in a.model or ["base=offline:multilingual-e5-small"]:
+            name, sep, spec = m.partition("=")
+            if not sep or not name or not spec: raise ConfigError(f"--model expects NAME=SPEC, got {m!r}")
+            models[name] = spec
+        df = precision_check(models, a.data, out=a.eval_out)
+        cols = ["data", "model", "setting", "metric", "fp32", "bf16", "diff", "within_tolerance"]
+    with atomic_write(Path(a.out), "w") as f: df.to_csv(f, index=False)
+    print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.5f}"))
+    ok = df["within_seed_spread" if a.training else "within_tolerance"]
+    print(f"{int(ok.fillna(True).sum())} of {len(df)} within {'2 x the seed std' if a.training else 'tolerance (0.002; rank distance 1%)'}"
+          f"; written to {a.out}")
     return 0
 
 def _int_csv(s:str) -> list[int]:
@@ -449,10 +614,24 @@ def add_cli(sub):
     from hybrid_mlir.cli import _pos_int, _csv
     r = sub.add_parser("reproduce", help="run the paper's experiments at local scale and write tables and figures")
     r.add_argument("--preset", choices=sorted(PRESETS), default="default")
-    r.add_argument("--out", default="results", help="results folder")
+    r.add_argument("--out", default=None, help="run folder (default: a new runs/<preset>-<date>-<time>, git-ignored)")
+    r.add_argument("--reuse", action="store_true", help="keep the runs that finished before in --out (default: the newest "
+                   "runs/<preset>-* folder) and run only the rest")
+    r.add_argument("--compare", default="results", help="committed results to compare every number with ('' to skip)")
+    r.add_argument("--precision", default=None, choices=["fp32", "bf16", "auto"], help="training and evaluation precision "
+                   "(default: the preset's, auto = bf16 where the CPU/GPU has it natively)")
     r.add_argument("--steps", type=_pos_int, default=None, help="override the training steps of every run")
     r.add_argument("--protocols", type=_csv, default=None, help="comma-separated subset of the preset's protocols (A,B)")
     r.add_argument("--rows", type=_csv, default=None, help="comma-separated subset of the preset's rows (base,mono,cross,hybrid-0.5,...)")
     r.add_argument("--seeds", type=_int_csv, default=None, help="comma-separated subset of the preset's seeds")
     r.add_argument("--max-minutes", type=_minutes, default=None, help="start no new run after this many minutes; rerun to go on")
     r.set_defaults(func=cmd_reproduce)
+    c = sub.add_parser("precision-check", help="the same weights (or the same training run) in fp32 and in bf16")
+    c.add_argument("--model", action="append", default=None, help="NAME=SPEC, repeatable (default base=offline:multilingual-e5-small)")
+    c.add_argument("--data", type=_csv, default=["xquad-r", "mlqa-r"], help="comma-separated evaluation sets (full)")
+    c.add_argument("--training", nargs=2, metavar=("FP32_RUN", "BF16_RUN"), default=None,
+                   help="compare two finished run folders of the same training instead")
+    c.add_argument("--committed", default="results", help="committed runs, for the seed spread (--training)")
+    c.add_argument("--eval-out", default=None, help="folder to save each evaluation in (default: not saved)")
+    c.add_argument("--out", default="results/precision_check.csv", help="CSV to write")
+    c.set_defaults(func=cmd_precision_check)

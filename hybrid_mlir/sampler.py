@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from torch.utils.data import Sampler
+from fastcore.basics import patch
 from .core import ConfigError
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'toy_pairs', 'pair_index', 'GlobalBatch', 'PairBatchSampler', 'MonoBatchSampler', 'CrossBatchSampler',
-           'MixedBatchSampler', 'HybridBatchSampler', 'make_sampler']
+__all__ = ['EXACT_ALPHA', 'SAMPLERS', 'toy_pairs', 'pair_index', 'GlobalBatch', 'PairBatchSampler', 'MonoBatchSampler',
+           'CrossBatchSampler', 'MixedBatchSampler', 'HybridBatchSampler', 'make_sampler']
 
 # %% ../nbs/02_sampler.ipynb #74c541e8
 def toy_pairs(n_ids:int=40, # number of questions (distinct xling_ids)
@@ -67,9 +68,11 @@ class _Pool:
             self.sources[src] = (ids, starts, counts, g["row"].to_numpy())
         self.n_ids = sum(len(v[0]) for v in self.sources.values())
 
-def _rng(seed, epoch, name):
-    "Generator for stream `name` in `epoch`, independent of every other stream."
-    return np.random.default_rng([int(seed), int(epoch), zlib.crc32(name.encode())])
+def _rng(seed, epoch, name, key=None):
+    "Generator for stream `name` in `epoch` (and `key`), independent of every other stream."
+    entropy = [int(seed), int(epoch), zlib.crc32(name.encode())]
+    if key is not None: entropy += [1, zlib.crc32(key.encode())]  # the 1 keeps key "" apart from no key
+    return np.random.default_rng(entropy)
 
 def _apportion(k, sizes, rng):
     "Split `k` slots over sources in proportion to `sizes` (floors, remainders drawn by their fractions)."
@@ -82,8 +85,8 @@ def _apportion(k, sizes, rng):
 
 class _Stream:
     "One epoch's walk through a pool: per source a shuffled queue of ids, taken without replacement."
-    def __init__(self, pool, seed, epoch):
-        self.pool, self.rng = pool, _rng(seed, epoch, pool.name)
+    def __init__(self, pool, seed, epoch, key=None):
+        self.pool, self.rng = pool, _rng(seed, epoch, pool.name, key)
         self.names = list(pool.sources)
         self.sizes = [len(pool.sources[s][0]) for s in self.names]
         self.queue = {s: (self.rng.permutation(n), 0) for s, n in zip(self.names, self.sizes)}
@@ -129,7 +132,11 @@ class PairBatchSampler(Sampler):
                  rank:int=0, # this process's rank
                  world_size:int=1, # number of ranks sharing each global batch
                  drop_last:bool=True, # epoch = n_ids // global batch (True) or the ceiling (False)
+                 stream_key:str|None=None, # mixed into every generator (e.g. the training sets); None: no key
                 ):
+        if stream_key is not None and not isinstance(stream_key, str):
+            raise ConfigError(f"stream_key must be a string or None, got {stream_key!r}")
+        self.stream_key = stream_key
         self.batch_size = _check_int("batch_size", batch_size, 1)
         self.world_size = _check_int("world_size", world_size, 1)
         self.rank = _check_int("rank", rank, 0)
@@ -141,7 +148,7 @@ class PairBatchSampler(Sampler):
         if self.global_batch_size > self.n_ids:
             raise ConfigError(f"global batch of {self.global_batch_size} (batch_size {batch_size} x world_size {world_size}) "
                               f"is larger than the {self.n_ids} question ids (xling_id) in the training pairs")
-        self.epoch, self._pos, self._skip = 0, 0, 0
+        self.epoch, self._pos, self._skip, self.last_batch = 0, 0, 0, None
         self._setup()
 
     def _setup(self): pass
@@ -180,8 +187,8 @@ class PairBatchSampler(Sampler):
     def global_batches(self, epoch:int|None=None):
         "The epoch's stream of `GlobalBatch`es (same on every rank)."
         epoch = self.epoch if epoch is None else epoch
-        streams = {k: _Stream(p, self.seed, epoch) for k, p in self.pools.items()}
-        rngs = {k: _rng(self.seed, epoch, k) for k in ("kind", "lang")}
+        streams = {k: _Stream(p, self.seed, epoch, self.stream_key) for k, p in self.pools.items()}
+        rngs = dict(lang=_rng(self.seed, epoch, "lang", self.stream_key), plan=iter(self.batch_kinds(epoch)))
         for step in range(len(self)):
             kind, lang, rows = self._draw_global(streams, rngs)
             yield GlobalBatch(step, kind, lang, rows)
@@ -192,20 +199,28 @@ class PairBatchSampler(Sampler):
         lo = self.rank*self.batch_size
         for b in self.global_batches():
             if b.step < skip: continue
-            self._pos = b.step + 1
+            self._pos, self.last_batch = b.step + 1, b
             yield b.rows[lo:lo + self.batch_size]
+
+    def batch_kinds(self, epoch:int|None=None) -> list:
+        "The kind of every batch of `epoch` (default: the current one), without drawing rows."
+        return [self.strategy]*len(self)
+
+    def realised_alpha(self, epoch:int|None=None) -> float:
+        "Share of X-X-mono batches among the batches of `epoch` (default: the current one)."
+        return sum(k == "mono" for k in self.batch_kinds(epoch))/len(self)
 
     def state_dict(self, position:int|None=None, # batches of this epoch consumed; default: those yielded so far
                   ) -> dict:
         "Epoch and position in it, to resume the exact stream (pass `position` when a DataLoader prefetches)."
-        return dict(strategy=self.strategy, seed=self.seed, epoch=self.epoch,
+        return dict(strategy=self.strategy, seed=self.seed, epoch=self.epoch, stream_key=self.stream_key,
                     position=self._pos if position is None else int(position), global_batch_size=self.global_batch_size)
 
     def load_state_dict(self, state:dict):
         "Continue from `state`: the next iteration skips the batches of `state['epoch']` already consumed."
-        for k in ("strategy", "seed", "global_batch_size"):
-            if k in state and state[k] != getattr(self, k):
-                raise ConfigError(f"sampler state has {k}={state[k]!r} but this sampler has {getattr(self, k)!r}")
+        for k in ("strategy", "seed", "global_batch_size", "stream_key", "exact"):
+            if k in state and state[k] != getattr(self, k, None):
+                raise ConfigError(f"sampler state has {k}={state[k]!r} but this sampler has {getattr(self, k, None)!r}")
         self.epoch = _check_int("epoch", state["epoch"], 0)
         self._pos = self._skip = _check_int("position", state["position"], 0)
 
@@ -242,22 +257,28 @@ class MixedBatchSampler(PairBatchSampler):
     def _draw_global(self, streams, rngs): return "mixed", None, streams["mixed"].draw(self.global_batch_size)
 
 # %% ../nbs/02_sampler.ipynb #d60f7ab7
+EXACT_ALPHA = False  # default of `HybridBatchSampler(exact=...)`: False keeps the per-batch coin of the committed results
+
 class HybridBatchSampler(PairBatchSampler):
-    "Hybrid: each whole batch is X-X-mono with probability `alpha`, else X-Y."
+    "Hybrid: each whole batch is X-X-mono (share `alpha`: a coin per batch, or exact per epoch), else X-Y."
     strategy = "hybrid"
     def __init__(self, pairs, # training pair table (`datasets.Dataset` or DataFrame)
                  batch_size:int, # rows per batch *per rank*
-                 alpha:float=0.5, # P(a batch is X-X-mono); 1 - alpha for X-Y
+                 alpha:float=0.5, # P(a batch is X-X-mono), or its exact share with `exact`; the rest X-Y
                  seed:int=0, # seed of every random choice; epoch `n` draws from `(seed, n)`
                  rank:int=0, # this process's rank
                  world_size:int=1, # number of ranks sharing each global batch
                  drop_last:bool=True, # epoch = n_ids // global batch (True) or the ceiling (False)
+                 exact:bool=EXACT_ALPHA, # round(alpha x batches) X-X-mono batches per epoch (True) or a coin per batch
+                 stream_key:str|None=None, # mixed into every generator (e.g. the training sets); None: no key
                 ):
         try: ok = 0.0 <= float(alpha) <= 1.0
         except (TypeError, ValueError): ok = False
         if not ok: raise ConfigError(f"alpha must be a number in [0, 1] (P of an X-X-mono batch), got {alpha!r}")
-        self.alpha = float(alpha)
-        super().__init__(pairs, batch_size, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last)
+        if not isinstance(exact, (bool, np.bool_)): raise ConfigError(f"exact must be True or False, got {exact!r}")
+        self.alpha, self.exact = float(alpha), bool(exact)
+        super().__init__(pairs, batch_size, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last,
+                         stream_key=stream_key)
 
     def _setup(self):
         self.pools, self.langs = {}, []
@@ -265,8 +286,22 @@ class HybridBatchSampler(PairBatchSampler):
         if self.alpha < 1: self._cross_pool()
 
     def _draw_global(self, streams, rngs):
-        if rngs["kind"].random() < self.alpha: return MonoBatchSampler._draw_global(self, streams, rngs)
+        if next(rngs["plan"]) == "mono": return MonoBatchSampler._draw_global(self, streams, rngs)
         return CrossBatchSampler._draw_global(self, streams, rngs)
+
+    def state_dict(self, position:int|None=None) -> dict:
+        "The base state plus `exact` (a resumed run must keep the same batch types)."
+        return dict(super().state_dict(position), exact=self.exact)
+
+# %% ../nbs/02_sampler.ipynb #ff0c37a3
+@patch
+def batch_kinds(self:HybridBatchSampler, epoch:int|None=None) -> list:
+    "The kind of every batch of `epoch`: a coin per batch, or `round(alpha x batches)` X-X-mono in a seeded order."
+    epoch = self.epoch if epoch is None else _check_int("epoch", epoch, 0)
+    n, rng = len(self), _rng(self.seed, epoch, "kind", self.stream_key)
+    if not self.exact: return ["mono" if rng.random() < self.alpha else "cross" for _ in range(n)]
+    k = round(self.alpha*n)
+    return ["mono" if j < k else "cross" for j in rng.permutation(n)]
 
 # %% ../nbs/02_sampler.ipynb #9c11e6aa
 SAMPLERS = {"mono": MonoBatchSampler, "cross": CrossBatchSampler, "mixed": MixedBatchSampler, "hybrid": HybridBatchSampler}
@@ -276,11 +311,12 @@ def make_sampler(strategy:str, # "mono" (X-X-mono), "cross" (X-Y), "mixed" (X-X)
                  pairs, # training pair table
                  batch_size:int, # rows per batch per rank
                  alpha:float=0.5, # P(mono batch), used by "hybrid" only
-                 **kw, # seed, rank, world_size, drop_last
+                 **kw, # seed, rank, world_size, drop_last, stream_key; exact (read by "hybrid" only)
                 ) -> PairBatchSampler:
     "The batch sampler for `strategy` (the paper's names X-X-mono, X-Y, X-X are accepted too)."
     key = _ALIASES.get(str(strategy).lower(), str(strategy).lower())
     if key not in SAMPLERS:
         raise ConfigError(f"unknown batching strategy {strategy!r}; choose one of {sorted(SAMPLERS)} (or X-X-mono, X-Y, X-X)")
     if key == "hybrid": return HybridBatchSampler(pairs, batch_size, alpha=alpha, **kw)
+    kw.pop("exact", None)  # one batch type: nothing to make exact
     return SAMPLERS[key](pairs, batch_size, **kw)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from .core import (HybridMlirError, ConfigError, CheckpointError, seed_everything, atomic_write, write_json,
-                              sha256_file, get_logger, run_info, in_test)
+                              sha256_file, get_logger, run_info, in_test, PRECISIONS, resolve_precision)
 from fastcore.basics import patch
 from .loss import InfoNCELoss, cached_step
 
@@ -71,7 +71,8 @@ class TrainConfig:
     seed:int = 0 # seeds the sampler, the split and torch/numpy/python RNGs
     out:str = "results/train/run" # run folder
     resume:bool = False # continue the run in `out` from its checkpoint
-    bf16:bool = True # bf16 autocast (CUDA only; ignored on CPU)
+    precision:str = "auto" # "fp32", "bf16" (autocast, fp32 master weights and loss), "auto": bf16 where the CPU/GPU has it natively
+    bf16:bool|None = None # deprecated (old configs; `--no-bf16`): False forces precision fp32
     threads:int|None = None # torch CPU threads (None: torch's default)
     device:str|None = None # "cpu", "cuda", "cuda:1"... (None: CUDA if available; the local rank's GPU under torchrun)
     progress:bool = True # tqdm progress bar
@@ -81,6 +82,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d:dict) -> "TrainConfig":
         "A config from a dict (e.g. `config.json`); unknown keys are an error, `run_info`/`data` are ignored."
+        if "precision" not in d and "run_info" in d:  # a run saved before precisions existed: fp32, bf16 autocast on CUDA only
+            d = dict(d, precision="bf16" if d.get("bf16", True) and (d["run_info"] or {}).get("cuda") else "fp32")
         d = {k: v for k, v in d.items() if k not in ("run_info", "data")}
         names = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(d) - names)
@@ -165,6 +168,8 @@ def validate(self:TrainConfig) -> TrainConfig:
     self.dropout = _num(self.dropout, "dropout", 0, 1, hi_open=True, none=True)
     self.seed = _num(self.seed, "seed", 0, integer=True)
     self.threads = _opt_int(self.threads, "threads", 1)
+    if self.bf16 is False: self.precision = "fp32"
+    self.precision = resolve_precision(self.precision, self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if not str(self.out).strip(): raise ConfigError("out: an output folder is needed")
     self.out = str(self.out)
     return self
@@ -199,7 +204,7 @@ def build_encoder(cfg:TrainConfig, # uses model, max_len_query, max_len_passage,
         except ValueError: raise ConfigError(f"model {spec!r}: expected tiny or tiny:<integer seed>") from None
         enc = tiny_encoder(seed, **kw)
         if device is not None: enc = enc.to(device)
-    else: enc = load_encoder(spec, device=None if device is None else str(device), **kw)
+    else: enc = load_encoder(spec, device=None if device is None else str(device), precision=cfg.precision, **kw)
     if cfg.dropout is not None: set_dropout(enc, cfg.dropout)
     return enc
 
@@ -235,13 +240,13 @@ def linear_schedule(opt, warmup_steps:int, total_steps:int) -> torch.optim.lr_sc
 # %% ../nbs/05_train.ipynb #9cd5e696
 def _autocast(device, bf16:bool):
     dev = torch.device(device)
-    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(bf16) and dev.type == "cuda")
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(bf16) and dev.type in ("cuda", "cpu"))
 
 def batch_loss(enc, # an `Encoder`
                loss_fn, # an `InfoNCELoss`
                queries:list, passages:list, negatives:list|None, # texts, row i for query i
                chunk:int|None=None, # GradCache chunk size (None: one pass)
-               bf16:bool=False, # bf16 autocast (on CUDA)
+               bf16:bool=False, # bf16 autocast (CPU or CUDA); embeddings and the loss stay fp32
                backward:bool=True, # accumulate gradients into the parameters
                max_tokens:int=0, # `Encoder.embed_packed` groups of this many padded tokens (0: one padded batch per list)
               ) -> torch.Tensor:
@@ -605,7 +610,7 @@ def _train(cfg, encoder, callback, rank, world, device, out, main, log):
         return S["step"] if step_state is None else step_state["step"]
 
     def validate_now():
-        v = validation_loss(enc, val_fn, val, val_bs, cfg.bf16, max_tokens)
+        v = validation_loss(enc, val_fn, val, val_bs, cfg.precision == "bf16", max_tokens)
         if world > 1:
             t = torch.tensor([v], dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
             dist.broadcast(t, 0); v = float(t.item())
@@ -631,7 +636,7 @@ def _train(cfg, encoder, callback, rank, world, device, out, main, log):
                 lr = sched.get_last_lr()[0]
                 opt.zero_grad(set_to_none=True)
                 loss = batch_loss(enc, loss_fn, Q[rows].tolist(), P[rows].tolist(),
-                                  N[rows].tolist() if cfg.hard_negatives else None, chunk=cfg.grad_cache_chunk, bf16=cfg.bf16,
+                                  N[rows].tolist() if cfg.hard_negatives else None, chunk=cfg.grad_cache_chunk, bf16=cfg.precision == "bf16",
                                   max_tokens=max_tokens)
                 allreduce_gradients(params)
                 red = torch.tensor([float(loss), float(flag.set)], dtype=torch.float64)
@@ -693,7 +698,7 @@ def _train(cfg, encoder, callback, rank, world, device, out, main, log):
                log=str(out/"train_log.jsonl"), config=str(out/"config.json"), steps=S["step"], total_steps=total,
                steps_per_epoch=spe, stopped=S["stopped"] or "max_steps", best_step=S["best_step"],
                best_val_loss=S["best_val_loss"] if math.isfinite(S["best_val_loss"]) else None,
-               elapsed=round(S["elapsed"], 2), resumed_from=resumed_from, eval=None)
+               elapsed=round(S["elapsed"], 2), resumed_from=resumed_from, precision=cfg.precision, eval=None)
     if main and cfg.eval:
         res["eval"] = final_evaluation(cfg, out/"best", out/"eval", device)
     if main and not cfg.keep_checkpoints:   # e5-small: ~1.4 GB per checkpoint (weights + AdamW moments), twice
@@ -709,7 +714,7 @@ def final_evaluation(cfg:TrainConfig, model_dir, out_dir, device=None) -> list:
     from hybrid_mlir.model import load_encoder
     ds = load_lareqa(cfg.eval, langs=cfg.eval_langs)
     if cfg.eval_n_ids: ds = subsample(ds, min(cfg.eval_n_ids, ds.questions.xling_id.nunique()), seed=0)
-    enc = load_encoder(model_dir, device=None if device is None else str(device))
+    enc = load_encoder(model_dir, device=None if device is None else str(device), precision=cfg.precision)
     r = evaluate(enc, ds)
     r.info.update(model_dir=str(model_dir), train_config=cfg.to_dict(), machine=run_info())
     r.save(out_dir)
@@ -777,7 +782,9 @@ def add_cli(sub):
     a("--out", default=None, help="run folder (default results/train/<model>-<data>-<strategy>-s<seed>)")
     a("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     a("--drop-checkpoints", dest="keep_checkpoints", action="store_false", help="delete checkpoint/ when the run ends normally")
-    a("--no-bf16", dest="bf16", action="store_false", help="no bf16 autocast on GPU")
+    a("--precision", default=d.precision, type=str.lower, choices=PRECISIONS,
+      help="fp32, bf16 (autocast; fp32 weights, optimiser and loss) or auto: bf16 where the CPU/GPU has it natively")
+    a("--no-bf16", dest="precision", action="store_const", const="fp32", help="the same as --precision fp32 (older name)")
     a("--threads", type=_pos_int, default=None, help="torch CPU threads")
     a("--device", default=None, help="cpu, cuda, cuda:N (default: GPU if available)")
     a("--no-progress", dest="progress", action="store_false", help="no progress bar")

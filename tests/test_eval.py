@@ -153,3 +153,203 @@ def test_evaluate_refuses_nan_embeddings():
     class Bad:
         def encode(self, texts, kind="query", **kw): return np.full((len(texts), 4), np.nan, np.float32)
     with pytest.raises(ValueError, match="NaN"): evaluate(Bad(), ds, cache=False)
+
+
+# ---------------------------------------------------------------- the bilingual-pool setting (ALIGNMENT.md)
+import hashlib
+import pandas as pd
+from hybrid_mlir.data import LAReQA
+from hybrid_mlir.eval import english_inclination, SETTINGS, ALL_SETTINGS
+
+
+class ScoreEncoder:
+    "Passages one-hot in `cands` order; each query the (normalised) vector of its chosen scores (0 elsewhere)."
+    def __init__(self, cands, scores, precision=None):
+        self.c, self.s = list(cands), scores
+        if precision: self.precision = precision
+    def encode(self, texts, kind="query", **kw):
+        if kind == "passage": return np.eye(len(self.c), dtype=np.float32)[[self.c.index(t) for t in texts]]
+        v = np.array([[self.s[t].get(c, 0) for c in self.c] for t in texts], np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _tiny_bilingual():
+    """German, English and Chinese: question 0 answered in all three, question 1 in de and en only, question 2 nowhere.
+    Candidate order (= pool positions): d0 d1 g0 | e0 e1 f0..f9 | z0; g0 and f* answer nothing."""
+    f = [f"f{i}" for i in range(10)]
+    cands = ["d0", "d1", "g0", "e0", "e1", *f, "z0"]
+    rel = {"d0": [0], "d1": [1], "e0": [0], "e1": [1], "z0": [0]}
+    C = pd.DataFrame(dict(cid=range(len(cands)), lang=["de"] * 3 + ["en"] * 12 + ["zh"], text=cands,
+                          xling_ids=[rel.get(c, []) for c in cands]))
+    qs = [("q0de", 0, "de"), ("q1de", 1, "de"), ("q0en", 0, "en"), ("q1en", 1, "en"), ("q0zh", 0, "zh"), ("q1zh", 1, "zh"), ("q2zh", 2, "zh")]
+    Q = pd.DataFrame(dict(qid=[q[0] for q in qs], xling_id=[q[1] for q in qs], lang=[q[2] for q in qs], text=[q[0] for q in qs]))
+    sc = {
+        # pool en+de: f0..f9 (.90 .. .81) ranks 1-10, d0 11, e0 12 -> AP (1/11 + 2/12)/2, R@1 0, Max@R 12, not complete, inclined
+        "q0de": {**{x: .9 - .01 * i for i, x in enumerate(f)}, "d0": .8, "e0": .1, "d1": .03, "g0": .02, "e1": .01},
+        # e1 1, d1 .5 tied with f0 .5: d1 (position 1) before f0 (position 5) -> AP (1 + 2/3)/2 (tie-aware), R@1 1/2, Max@R 2, not inclined
+        "q1de": {"e1": .9, "d1": .5, "f0": .5, **{x: .4 - .01 * i for i, x in enumerate(f) if i}, "d0": .05, "e0": .04, "g0": .03},
+        # pool en+zh: z0 .7 tied with f0 .7, f0 at position 2 before z0 at 12 -> f0 1, z0 2, e0 3: AP (1/2 + 2/3)/2, R@1 0, Max@R 3, inclined
+        "q0zh": {"z0": .7, "f0": .7, "e0": .6, **{x: .3 - .01 * i for i, x in enumerate(f) if i}},
+        # question 1 has no Chinese answer: relevant = e1 alone; z0 1, e1 2 -> AP 1/2, R@1 0, Max@R 2, inclination undefined
+        "q1zh": {"z0": .9, "e1": .8, **{x: .5 - .01 * i for i, x in enumerate(f)}, "e0": .4},
+        "q2zh": {"z0": 1.},  # no relevant candidate anywhere: skipped
+        # English queries: against en+de and en+zh
+        "q0en": {"e0": .9, "d0": .8, "z0": .85},  # e0 1, X answer 2 in both pools: AP 1, R@1 1/2, Max@R 2
+        "q1en": {"f0": .95, "e1": .9, "d1": .7},  # en+de: f0 e1 d1: AP (1/2 + 2/3)/2, Max@R 3; en+zh (e1 only): AP 1/2, Max@R 2
+    }
+    return LAReQA("tiny-bilingual", Q, C, ("de", "en", "zh")), ScoreEncoder(cands, sc)
+
+
+def test_bilingual_hand_built():
+    ds, enc = _tiny_bilingual()
+    res = evaluate(enc, ds, settings=("bilingual",), cache=False)
+    pq = res.per_query.set_index(["setting", "qid", "c_lang"])
+    cols = ["ap", "recall", "max_rank", "complete@10"]
+    want = {("bilingual", "q0de", "en+de"): [(1 / 11 + 2 / 12) / 2, 0, 12, 0, 1],
+            ("bilingual", "q1de", "en+de"): [5 / 6, .5, 2, 1, 0],
+            ("bilingual", "q0zh", "en+zh"): [7 / 12, 0, 3, 1, 1],
+            ("bilingual", "q1zh", "en+zh"): [1 / 2, 0, 2, 1, np.nan],
+            ("bilingual-en", "q0en", "en+de"): [1, .5, 2, 1, np.nan], ("bilingual-en", "q0en", "en+zh"): [1, .5, 2, 1, np.nan],
+            ("bilingual-en", "q1en", "en+de"): [7 / 12, 0, 3, 1, np.nan], ("bilingual-en", "q1en", "en+zh"): [1 / 2, 0, 2, 1, np.nan]}
+    assert sorted(pq.index) == sorted(want)  # q2zh: no relevant candidate, skipped (not a row)
+    for key, w in want.items():
+        np.testing.assert_allclose(pq.loc[key, cols + ["english_inclination"]].to_numpy(float), w, rtol=1e-6, err_msg=str(key))
+    pl = res.per_language.set_index(["setting", "q_lang", "c_lang"])
+    assert list(pl.index) == [("bilingual", "de", "en+de"), ("bilingual", "zh", "en+zh"),
+                              ("bilingual-en", "en", "en+de"), ("bilingual-en", "en", "en+zh")]
+    assert pl.n_queries.tolist() == [2, 2, 2, 2] and pl.n_skipped.tolist() == [0, 1, 0, 0]
+    m = ["map", "recall", "max_rank", "complete@10", "english_inclination"]
+    de = [((1 / 11 + 1 / 6) / 2 + 5 / 6) / 2, .25, 7, .5, .5]; zh = [13 / 24, 0, 2.5, 1, 1]  # zh: q1zh's undefined inclination left out
+    np.testing.assert_allclose(pl[m].to_numpy(float), [de, zh, [19 / 24, .25, 2.5, 1, np.nan], [3 / 4, .25, 2, 1, np.nan]], rtol=1e-6)
+    assert pl.rank_distance.isna().all() and (pl.recall_k == 1).all()
+    s = res.summary
+    assert s.setting.tolist() == ["bilingual"]  # one row: the X queries; bilingual-en stays per language
+    np.testing.assert_allclose(s[m].to_numpy(float)[0], (np.array(de) + zh) / 2, rtol=1e-6)
+    assert (s.n_queries[0], s.n_skipped[0], s.n_pools[0]) == (4, 1, 2)
+    assert res.info["n_inclination_undefined"] == 1 and res.info["precision"] == "fp32"
+
+
+def test_bilingual_needs_english():
+    ds = subsample(load_lareqa("xquad-r", langs=["de", "zh"]), 3, seed=0)
+    with pytest.raises(ConfigError, match="bilingual setting needs English"): evaluate(Oracle(ds), ds, settings=("bilingual",), cache=False)
+    en = subsample(load_lareqa("xquad-r", langs=["en"]), 3, seed=0)
+    with pytest.raises(ConfigError, match="needs English and another language"): evaluate(Oracle(en), en, settings=("mono", "bilingual"), cache=False)
+    evaluate(Oracle(ds), ds, settings=("mono",), cache=False)  # the other settings do not need English
+    assert SETTINGS == ("mono", "cross", "multi") and ALL_SETTINGS == SETTINGS + ("bilingual",)
+    with pytest.raises(ConfigError, match="unknown setting"): evaluate(Oracle(ds), ds, settings=("bilingual-en",))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_english_inclination_equals_the_full_ranking(seed):
+    "Against the stable sort (ties by position): does a non-relevant English candidate come before the best relevant X one?"
+    rng = np.random.default_rng(seed)
+    n, m, k = 120, int(rng.integers(2, 60)), int(rng.integers(1, 5))
+    S = rng.normal(size=(n, m)).astype(np.float32)
+    if seed % 2: S = np.round(S, 1)  # many ties
+    en = rng.random(m) < .5
+    P = np.full((n, k), -1)
+    for i in range(n): c = rng.choice(m, min(m, int(rng.integers(1, k + 1))), replace=False); P[i, :len(c)] = c
+    rank = np.argsort(np.argsort(-S, 1, kind="stable"), 1)
+    want = []
+    for i in range(n):
+        p = set(P[i][P[i] >= 0]); rx = [rank[i, j] for j in p if not en[j]]
+        want.append(np.nan if not rx else float(any(en[j] and j not in p and rank[i, j] < min(rx) for j in range(m))))
+    np.testing.assert_array_equal(english_inclination(S, P, en), want)
+
+
+def test_max_rank_hand_worked():
+    m = ranking_metrics(np.array([[6, 5, 4, 3, 2, 1.]]), np.array([[0, 1, 0, 0, 1, 0]], bool))
+    assert m["max_rank"][0] == 5
+    p = pool_metrics(np.array([[.1, .5, .6, .3, .9, .2]]), [[1, 3, -1]])  # ranks 3 and 4
+    assert p["max_rank"][0] == 4 and p["rank_distance"][0] == 1
+
+
+class Noisy(Oracle):
+    "The oracle plus noise seeded by each text (not by Python's salted hash): continuous scores, the same in every process."
+    def __init__(self, ds, noise=0.25): super().__init__(ds); self.noise = noise
+    def encode(self, texts, kind="query", **kw):
+        v = np.full((len(texts), len(self.ix) + 1), 1e-3)
+        for i, t in enumerate(texts):
+            for x in ([self.q[t]] if kind == "query" else self.c[t]): v[i, self.ix[x]] = 1
+            seed = int(hashlib.md5(f"{kind}:{t}".encode()).hexdigest()[:8], 16)
+            v[i] += self.noise * np.random.default_rng(seed).normal(size=v.shape[1])
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+# summary values of mono, cross, multi computed with the code before the bilingual setting existed
+_BEFORE = {
+    "xquad-r": dict(map=[0.6469378306878306, 0.629165988332655, 0.5447966774844999],
+                    recall=[0.5111111111111111, 0.4444444444444444, 0.7555555555555555],
+                    map20=[0.6462433862433862, 0.6287691629358296, 0.5365275362497585],
+                    rank_distance=15.02222222222222, n_queries=[45, 90, 45], n_skipped=[0, 0, 0], pq_ap_sum=110.25299181769383),
+    "mlqa-r": dict(map=[0.510026588366683, 0.5618152353048186, 0.3913813396474755],
+                   recall=[0.37222222222222223, 0.375, 0.5842592592592593],
+                   map20=[0.5074948775806618, 0.5598908229116563, 0.3813443157846752],
+                   rank_distance=22.32777777777778, n_queries=[54, 52, 54], n_skipped=[0, 56, 0], pq_ap_sum=70.97188332202288),
+}
+
+
+@pytest.mark.parametrize("name,langs,n_ids", [("xquad-r", ["en", "de", "zh"], 15), ("mlqa-r", ["en", "de", "ar"], 30)])
+def test_other_settings_unchanged_by_bilingual(name, langs, n_ids, tmp_path):
+    ds = subsample(load_lareqa(name, langs=langs), n_ids, seed=3)
+    old = evaluate(Noisy(ds), ds, cache=False)
+    b = _BEFORE[name]; s = old.summary
+    assert s.setting.tolist() == ["mono", "cross", "multi"]
+    np.testing.assert_allclose(s["map"], b["map"], rtol=1e-6); np.testing.assert_allclose(s.recall, b["recall"], rtol=1e-6)
+    np.testing.assert_allclose(s["map@20"], b["map20"], rtol=1e-6)
+    assert s.rank_distance.iloc[2] == pytest.approx(b["rank_distance"], rel=1e-6) and s.rank_distance.iloc[:2].isna().all()
+    assert s.n_queries.tolist() == b["n_queries"] and s.n_skipped.tolist() == b["n_skipped"]
+    assert old.per_query.ap.sum() == pytest.approx(b["pq_ap_sum"], rel=1e-6)
+    # the default output has exactly its old columns
+    assert list(s.columns) == ["setting", "map", "recall", "recall_k", "map@20", "rank_distance", "n_queries", "n_skipped", "n_pools"]
+    assert list(old.per_query.columns) == ["setting", "qid", "q_lang", "c_lang", "ap", "recall", "rank_distance"]
+    assert "n_inclination_undefined" not in old.info
+    # asking for bilingual as well leaves the other rows' numbers exactly as they were
+    new = evaluate(Noisy(ds), ds, settings=SETTINGS + ("bilingual",), cache=False)
+    assert new.summary.setting.tolist() == ["mono", "cross", "multi", "bilingual"]
+    pd.testing.assert_frame_equal(new.summary[s.columns].iloc[:3], s, check_exact=True)
+    pd.testing.assert_frame_equal(new.per_language[old.per_language.columns].iloc[:len(old.per_language)], old.per_language, check_exact=True)
+    pd.testing.assert_frame_equal(new.per_query[old.per_query.columns].iloc[:len(old.per_query)], old.per_query, check_exact=True)
+    assert new.summary[["max_rank", "complete@10", "english_inclination"]].iloc[:3].isna().all().all()
+    assert new.per_query.iloc[:len(old.per_query)][["max_rank", "english_inclination"]].isna().all().all()
+    X = [l for l in langs if l != "en"]
+    pl = new.per_language
+    assert pl[pl.setting == "bilingual"].c_lang.tolist() == [f"en+{x}" for x in X]
+    assert pl[pl.setting == "bilingual-en"].c_lang.tolist() == [f"en+{x}" for x in X] and (pl[pl.setting == "bilingual-en"].q_lang == "en").all()
+    row = new.summary.iloc[3]
+    assert 0 < row["map"] < 1 and 0 <= row["english_inclination"] <= 1 and row["max_rank"] >= 2 and row.n_pools == len(X)
+    assert row.recall <= .5 + 1e-9  # two relevant candidates per X query: R@1 at most 1/2
+    # save / repr with the new columns
+    out = new.save(tmp_path / "ev")
+    back = pd.read_csv(out / "summary.csv")
+    assert list(back.columns) == list(new.summary.columns) and back.setting.tolist()[-1] == "bilingual"
+    assert "english_inclination" in repr(new) and "complete@10" in pd.read_csv(out / "per_query.csv.gz").columns
+
+
+def test_bilingual_brute_force_on_a_real_slice():
+    "Every bilingual measure of a noisy encoder on real XQuAD-R sentences, recomputed from the full score matrix."
+    ds = subsample(load_lareqa("xquad-r", langs=["de", "en", "ru"]), 12, seed=1)
+    enc = Noisy(ds, noise=.35)
+    res = evaluate(enc, ds, settings=("bilingual",), cache=False)
+    Q, C = ds.questions, ds.candidates
+    S = enc.encode(Q.text.tolist(), "query") @ enc.encode(C.text.tolist(), "passage").T
+    pq = res.per_query.set_index(["qid", "c_lang"])
+    for x in ["de", "ru"]:
+        ci = np.flatnonzero(C.lang.isin(["en", x])); en = (C.lang.to_numpy()[ci] == "en")
+        for i in np.flatnonzero(Q.lang.isin([x, "en"])):
+            s = S[i, ci]; rel = np.array([Q.xling_id[i] in xs for xs in C.xling_ids.to_numpy()[ci]])
+            rank = np.argsort(np.argsort(-s, kind="stable"), kind="stable")  # 0-based, ties by position
+            got = pq.loc[(Q.qid[i], f"en+{x}")]
+            assert rel.sum() == 2 and got.ap == pytest.approx(average_precision_score(rel, s), rel=1e-5)
+            assert got.recall == (rank[rel] < 1).mean() and got.max_rank == rank[rel].max() + 1
+            assert got["complete@10"] == float((rank[rel] < 10).all())
+            if Q.lang[i] == "en": assert np.isnan(got.english_inclination)
+            else: assert got.english_inclination == float((rank[en & ~rel] < rank[rel & ~en].min()).any())
+    assert res.summary.n_skipped[0] == 0 and res.per_language.n_queries.tolist() == [12] * 4
+
+
+def test_precision_recorded():
+    ds, enc = _tiny_bilingual()
+    assert evaluate(enc, ds, settings=("mono",), cache=False).info["precision"] == "fp32"
+    enc = ScoreEncoder(enc.c, enc.s, precision="bf16")
+    assert evaluate(enc, ds, settings=("mono",), cache=False).info["precision"] == "bf16"

@@ -32,7 +32,7 @@ def test_tiny_roundtrip(tmp_path):
 
 @pytest.fixture(scope="module")
 def real():
-    return load_encoder("offline:multilingual-e5-small", device="cpu")
+    return load_encoder("offline:multilingual-e5-small", device="cpu", precision="fp32")  # exact equality with ST (fp32)
 
 
 def test_real_model_st_equality_and_ir_evaluator(real, tmp_path):

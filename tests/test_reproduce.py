@@ -158,3 +158,97 @@ def test_claims(smoke):
     assert rd["paper_xlmr"] == pytest.approx(286.6 - 295.4)
     assert pd.read_csv(out / "claims.csv").shape == c.shape
     assert claims(runs[runs.row != "hybrid-0.5"]).empty  # nothing to compare: an empty table, not an error
+
+
+# --- recomputation and comparison with committed results (issue 18) ---
+from hybrid_mlir.reproduce import (compare_runs, check_verdict, tolerance, run_folder, precision_training, PRECISION_TOL,
+                                   SAME_PRECISION_TOL)
+
+
+def _copy_runs(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_compare_identical_runs(smoke, tmp_path):
+    out, _ = smoke
+    chk = compare_runs(out, _copy_runs(out, tmp_path / "c"), "smoke")
+    # every run of the preset x settings x metrics; rank distance only where it exists (multi)
+    assert len(chk) == 7 * (3 * 3 + 1)
+    assert chk.within_tolerance.all() and (chk["diff"] == 0).all()
+    assert set(chk.metric) == {"map", "recall", "map@20", "rank_distance"}
+    assert check_verdict(chk).startswith("REPRODUCED: all 70")
+
+
+def test_compare_flags_a_changed_number(smoke, tmp_path):
+    out, _ = smoke
+    com = _copy_runs(out, tmp_path / "c")
+    f = com / "A" / "hybrid-0.5-s1" / "eval" / "summary.csv"
+    s = pd.read_csv(f); s.loc[s.setting == "multi", "map"] += 0.01; s.to_csv(f, index=False)
+    chk = compare_runs(out, com, "smoke")
+    bad = chk[~chk.within_tolerance]
+    assert list(zip(bad.row, bad.seed, bad.setting, bad.metric)) == [("hybrid-0.5", 1, "multi", "map")]
+    assert bad["diff"].iloc[0] == pytest.approx(-0.01)
+    v = check_verdict(chk)
+    assert v.startswith("NOT REPRODUCED: 1 of 70") and "hybrid-0.5 multi map" in v
+
+
+def test_compare_refuses_other_settings(smoke, tmp_path):
+    out, _ = smoke
+    com = _copy_runs(out, tmp_path / "c")
+    f = com / "A" / "cross-s0" / "config.json"
+    c = json.loads(f.read_text()); c["max_steps"] = 30; f.write_text(json.dumps(c))
+    from hybrid_mlir.core import HybridMlirError
+    with pytest.raises(HybridMlirError, match="max_steps 30 vs 3"): compare_runs(out, com, "smoke")
+
+
+def test_tolerance_rules():
+    # same precision: deterministic pipeline, only summation order may differ
+    assert tolerance("map", 0.5, True) == pytest.approx(SAME_PRECISION_TOL, rel=1e-3)
+    assert tolerance("rank_distance", 400.0, True) == pytest.approx(400 * SAME_PRECISION_TOL, rel=1e-3)
+    # across precisions: the precision check's tolerance, widened to 2 x the seed std of the committed runs
+    assert tolerance("map", 0.5, False) == PRECISION_TOL["map"]
+    assert tolerance("map", 0.5, False, seed_std=0.004) == pytest.approx(0.008)
+    assert tolerance("map", 0.5, False, seed_std=0.0005) == PRECISION_TOL["map"]
+    assert tolerance("rank_distance", 400.0, False) == pytest.approx(4.0)
+    assert tolerance("rank_distance", 400.0, False, seed_std=5.0) == pytest.approx(10.0)
+
+
+def test_run_folder_and_reuse(smoke, tmp_path):
+    out, _ = smoke
+    a = run_folder("default", root=tmp_path)
+    assert a.parent == tmp_path and a.name.startswith("default-2")
+    assert run_folder("default", out="x/y") == __import__("pathlib").Path("x/y")
+    (tmp_path / "default-20260101-000000").mkdir(); (tmp_path / "default-20260102-000000").mkdir()
+    assert run_folder("default", reuse=True, root=tmp_path).name == "default-20260102-000000"
+    # a folder with finished runs is only continued when reuse is asked for
+    with pytest.raises(ConfigError, match="already holds 7 finished run"): reproduce("smoke", out=out, tables=False, reuse=False)
+
+
+def test_precision_training_table(smoke, tmp_path):
+    out, _ = smoke
+    fp, bf = tmp_path / "fp" / "A" / "hybrid-0.5-s0", tmp_path / "bf" / "A" / "hybrid-0.5-s0"
+    for d, prec in ((fp, "fp32"), (bf, "bf16")):
+        _copy_runs(out / "A" / "hybrid-0.5-s0", d)
+        r = json.loads((d / "result.json").read_text()); r["precision"] = prec; (d / "result.json").write_text(json.dumps(r))
+    t = precision_training(fp, bf, committed=out)
+    assert (t["diff"] == 0).all() and t.within_seed_spread.all() and set(t.n_seeds) == {2}
+    m = t[(t.setting == "multi") & (t.metric == "map")].iloc[0]
+    runs = collect(out); want = runs[(runs.row == "hybrid-0.5") & (runs.setting == "multi")]["map"].std(ddof=1)
+    assert m.seeds_std == pytest.approx(want)
+    with pytest.raises(ConfigError, match="expected an fp32 and a bf16 run"): precision_training(bf, fp, committed=out)
+
+
+def test_cli_reproduce_compares(smoke, tmp_path):
+    out, _ = smoke
+    com = _copy_runs(out, tmp_path / "c")
+    (com / "reproduce_smoke.json").write_text("{}")
+    r = subprocess.run([sys.executable, "-m", "hybrid_mlir.cli", "reproduce", "--preset", "smoke", "--out", str(out), "--reuse",
+                        "--compare", str(com)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "REPRODUCED: all 70 numbers within tolerance" in r.stdout
+    assert (out / "reproduce_check.csv").exists()
+    r = subprocess.run([sys.executable, "-m", "hybrid_mlir.cli", "reproduce", "--preset", "smoke", "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--reuse" in r.stderr

@@ -1,6 +1,6 @@
 """Tests of hybrid_mlir.sampler: batch-type and language rules, no shared question ids, source mixing,
-alpha statistics, determinism, rank splits, DataLoader use, resume, errors."""
-import json, math
+alpha statistics, exact alpha, stream keys, determinism, rank splits, DataLoader use, resume, errors."""
+import json, math, zlib
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from hybrid_mlir.core import ConfigError
 from hybrid_mlir.sampler import (MonoBatchSampler, CrossBatchSampler, MixedBatchSampler, HybridBatchSampler,
-                                 make_sampler, toy_pairs, pair_index)
+                                 make_sampler, toy_pairs, pair_index, EXACT_ALPHA)
 
 ALL = [MonoBatchSampler, CrossBatchSampler, MixedBatchSampler, HybridBatchSampler]
 
@@ -252,3 +252,133 @@ def test_no_source_column(big):
     s = MonoBatchSampler(big.drop(columns=["source"]), 8)
     assert len(list(s)) == 50
     assert pair_index(big.drop(columns=["source"])).source.unique().tolist() == ["train"]
+
+
+# ---- exact alpha, stream keys, realised alpha ----------------------------------------------------
+
+def code(s, epoch):
+    "The epoch's batch types as one letter each: X for X-Y, else the mono batch's language initial."
+    return "".join("X" if g.kind == "cross" else g.lang[0] for g in s.global_batches(epoch))
+
+
+def crc(s, epoch): return zlib.crc32(json.dumps([g.rows for g in s.global_batches(epoch)]).encode())
+
+
+# computed with the sampler before `exact` and `stream_key` existed (commit 2320f1d): the committed results'
+# batches. The coin stream must never change.
+FROZEN_HYBRID = [
+    (dict(batch_size=4, alpha=0.5, seed=0), {0: ("XXXXXXXXezXaXaXXeXed", 3232603991), 1: ("XzzdzXXzXXXdXXzzXXXz", 2466269209)}),
+    (dict(batch_size=8, alpha=0.25, seed=3, rank=1, world_size=2), {0: ("aeXXzXXeXzXXXXXXXeXX", 3908401935), 2: (None, 3076670174)}),
+    (dict(batch_size=8, alpha=0.75, seed=3, rank=1, world_size=2), {0: ("aezezXezadedXezeXzdz", 2725255846), 2: (None, 3161728513)}),
+]
+FROZEN_OTHERS = {MonoBatchSampler: (2338360124, 1552900958), CrossBatchSampler: (4159137367, 2408674274),
+                 MixedBatchSampler: (391257281, 3568564400)}
+
+
+@pytest.mark.parametrize("extra", [dict(), dict(exact=False), dict(exact=False, stream_key=None)])
+def test_coin_stream_unchanged(big, extra):
+    for kw, want in FROZEN_HYBRID:
+        s = HybridBatchSampler(big, **kw, **(extra if extra else dict(exact=False)))
+        for epoch, (types, rows_crc) in want.items():
+            if types is not None: assert code(s, epoch)[:20] == types
+            assert crc(s, epoch) == rows_crc
+    for cls, want in FROZEN_OTHERS.items():
+        s = cls(big, 8, seed=1, **({"stream_key": None} if "stream_key" in extra else {}))
+        assert (crc(s, 0), crc(s, 1)) == want
+
+
+def test_exact_default_still_coin(big):
+    "exact=False stays the default until the alpha grid is rerun with exact alpha; flip EXACT_ALPHA and this test together."
+    assert EXACT_ALPHA is False
+    assert HybridBatchSampler(big, 8).exact is False and make_sampler("hybrid", big, 8).exact is False
+    kw, want = FROZEN_HYBRID[0]
+    assert crc(HybridBatchSampler(big, **kw), 0) == want[0][1]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.1, 0.25, 0.3, 0.5, 0.75, 0.9, 1.0])
+@pytest.mark.parametrize("bs,world,drop_last", [(4, 1, True), (7, 1, True), (7, 1, False), (16, 1, True), (3, 3, True), (64, 2, False)])
+def test_exact_count_every_epoch(big, alpha, bs, world, drop_last):
+    s = HybridBatchSampler(big, bs, alpha=alpha, seed=5, world_size=world, drop_last=drop_last, exact=True)
+    n = len(s); k = round(alpha*n)
+    for epoch in range(3):
+        kinds = [g.kind for g in s.global_batches(epoch)]
+        assert len(kinds) == n and kinds.count("mono") == k and kinds.count("cross") == n - k
+        assert kinds == s.batch_kinds(epoch)
+        s.set_epoch(epoch)
+        assert s.realised_alpha() == s.realised_alpha(epoch) == k/n
+    assert abs(s.realised_alpha() - alpha) <= 0.5/n + 1e-12
+
+
+def test_exact_order_is_random_and_seeded(big):
+    kinds = lambda **kw: HybridBatchSampler(big, 4, alpha=0.5, exact=True, **kw).batch_kinds
+    a = kinds(seed=0)
+    assert a(0) != a(1) and a(0) != kinds(seed=1)(0)
+    assert a(0) == kinds(seed=0)(0)                              # deterministic
+    assert a(0)[:50].count("mono") not in (0, 50)              # shuffled, not a block
+    first = [kinds(seed=s)(0)[0] for s in range(40)]
+    assert 5 < first.count("mono") < 35                        # position of the mono batches varies with the seed
+
+
+def test_exact_lists_and_resume(big, tmp_path):
+    for key in (None, "mlqa-r"):
+        a = HybridBatchSampler(big, 8, alpha=0.25, seed=2, exact=True, stream_key=key)
+        b = HybridBatchSampler(big, 8, alpha=0.25, seed=2, exact=True, stream_key=key)
+        a.set_epoch(3); b.set_epoch(3)
+        full = list(a); assert full == list(b) == list(a)
+        it = iter(b); consumed = [next(it) for _ in range(13)]
+        torch.save(b.state_dict(), tmp_path/"s.pt")
+        state = torch.load(tmp_path/"s.pt", weights_only=True); json.dumps(state)
+        assert (state["exact"], state["stream_key"], state["position"]) == (True, key, 13)
+        r = HybridBatchSampler(big, 8, alpha=0.25, seed=2, exact=True, stream_key=key); r.load_state_dict(state)
+        assert consumed + list(r) == full
+        r.set_epoch(4); a.set_epoch(4)
+        assert list(r) == list(a)
+    with pytest.raises(ConfigError, match="exact"): HybridBatchSampler(big, 8, alpha=0.25, seed=2, exact=False, stream_key="mlqa-r").load_state_dict(state)
+    with pytest.raises(ConfigError, match="stream_key"):
+        HybridBatchSampler(big, 8, alpha=0.25, seed=2, exact=True, stream_key="xquad-r").load_state_dict(state)
+    old = {k: v for k, v in state.items() if k not in ("exact", "stream_key")}     # a state written before these keys
+    HybridBatchSampler(big, 8, alpha=0.25, seed=2, exact=True, stream_key="mlqa-r").load_state_dict(old)
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_exact_rank_split_and_rules(big, exact):
+    W, B = 3, 4
+    ranks = [HybridBatchSampler(big, B, alpha=0.4, seed=9, rank=r, world_size=W, exact=exact, stream_key="k") for r in range(W)]
+    glob = HybridBatchSampler(big, B*W, alpha=0.4, seed=9, exact=exact, stream_key="k")
+    kinds = [[(g.kind, g.lang) for g in s.global_batches()] for s in ranks]
+    assert kinds[0] == kinds[1] == kinds[2] == [(g.kind, g.lang) for g in glob.global_batches()]
+    its = [iter(s) for s in ranks]
+    for g in glob.global_batches():
+        parts = [next(it) for it in its]
+        assert sum(parts, []) == g.rows
+        assert all(s.last_batch == g for s in ranks)            # every rank sees the whole global batch
+        check_batch(big, g.rows, g.kind, g.lang, id_langs(big))
+    assert all(s.realised_alpha() == ranks[0].realised_alpha() for s in ranks)
+
+
+def test_stream_key(big):
+    for cls in ALL:
+        base, a, a2, b = (cls(big, 8, seed=1, stream_key=k) for k in (None, "A", "A", "B"))
+        assert list(a) == list(a2) and list(a) != list(base) and list(a) != list(b)
+        assert list(cls(big, 8, seed=1, stream_key="")) != list(base)
+    h = lambda key: HybridBatchSampler(big, 4, alpha=0.5, seed=0, stream_key=key).batch_kinds()
+    assert h("mlqa-r") != h("xquad-r")                          # protocols A and B: different batch-type sequences
+    with pytest.raises(ConfigError, match="stream_key"): MonoBatchSampler(big, 8, stream_key=3)
+
+
+def test_realised_alpha_coin_and_pure(big):
+    s = HybridBatchSampler(big, 4, alpha=0.3, seed=1)
+    for e in range(3):
+        assert s.realised_alpha(e) == np.mean([g.kind == "mono" for g in s.global_batches(e)])
+    assert MonoBatchSampler(big, 8).realised_alpha() == 1.0
+    assert CrossBatchSampler(big, 8).realised_alpha() == MixedBatchSampler(big, 8).realised_alpha() == 0.0
+
+
+def test_exact_errors_and_make_sampler(big):
+    for bad in (1, "yes", None):
+        with pytest.raises(ConfigError, match="exact"): HybridBatchSampler(big, 8, exact=bad)
+    h = make_sampler("hybrid", big, 8, alpha=0.25, seed=1, exact=True, stream_key="A")
+    assert (h.exact, h.stream_key) == (True, "A")
+    assert list(h) == list(HybridBatchSampler(big, 8, alpha=0.25, seed=1, exact=True, stream_key="A"))
+    c = make_sampler("x-y", big, 8, seed=1, exact=True, stream_key="A")   # exact means nothing for one batch type
+    assert list(c) == list(CrossBatchSampler(big, 8, seed=1, stream_key="A"))

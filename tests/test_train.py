@@ -209,3 +209,39 @@ def test_packed_forward_gives_the_same_loss_and_gradients(chunk):
 def test_max_tokens_config():
     assert TrainConfig(max_tokens=0).validate().max_tokens == 0
     with pytest.raises(ConfigError, match="max_tokens"): TrainConfig(max_tokens=-1).validate()
+
+
+def test_precision_setting(tmp_path):
+    "precision auto resolves to a concrete value that config.json and result.json record; old configs read as fp32."
+    from hybrid_mlir.core import resolve_precision
+    cfg = TrainConfig(out=str(tmp_path / "r")).validate()
+    assert cfg.precision == resolve_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
+    assert TrainConfig(precision="fp32", out="x").validate().precision == "fp32"
+    assert TrainConfig(bf16=False, out="x").validate().precision == "fp32"  # the older switch
+    with pytest.raises(ConfigError, match="precision must be one of"): TrainConfig(precision="fp16", out="x").validate()
+    old = dict(TrainConfig(out="x").to_dict(), run_info={"cuda": None}); old.pop("precision"); old["bf16"] = True
+    assert TrainConfig.from_dict(old).validate().precision == "fp32"  # saved before precisions existed: CPU runs were fp32
+    old["run_info"] = {"cuda": "NVIDIA H100"}
+    assert TrainConfig.from_dict(old).precision == "bf16"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_train_records_precision(tmp_path, precision):
+    cfg = TrainConfig(model="tiny", train=["mlqa-r"], eval=None, n_ids=12, batch_size=4, max_steps=2, val_every=2,
+                      max_len_query=16, max_len_passage=24, progress=False, out=str(tmp_path / "r"), precision=precision)
+    res = train(cfg)
+    assert res["precision"] == precision
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["precision"] == precision
+    assert json.loads((tmp_path / "r" / "result.json").read_text())["precision"] == precision
+    log = [json.loads(l) for l in (tmp_path / "r" / "train_log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in log)
+
+
+def test_bf16_autocast_keeps_fp32_weights_and_loss():
+    enc = tiny_encoder(0)  # eval mode: no dropout, so the two precisions see the same network
+    loss_fn = InfoNCELoss(0.05)
+    q, p, n = ["a b c", "what is it", "x"], ["the answer is here", "no", "maybe this one"], ["neg one", "neg two", "neg three"]
+    l16 = T.batch_loss(enc, loss_fn, q, p, n, bf16=True, backward=False)
+    l32 = T.batch_loss(enc, loss_fn, q, p, n, bf16=False, backward=False)
+    assert l16.dtype == torch.float32 and abs(float(l16) - float(l32)) < 0.05 * abs(float(l32)) + 1e-3
+    assert all(p.dtype == torch.float32 for p in enc.parameters())
