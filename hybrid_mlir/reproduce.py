@@ -11,13 +11,13 @@ import numpy as np, pandas as pd
 from .core import ConfigError, HybridMlirError, get_logger, write_json, atomic_write, run_info, in_test
 
 # %% auto #0
-__all__ = ['PAPER_TABLE1', 'PAPER_TABLE2', 'ROW_NAMES', 'PROTOCOLS', 'PRESETS', 'CHECK_METRICS', 'PRECISION_TOL', 'RUN_FREE',
-           'SAME_PRECISION_TOL', 'ROW_ORDER', 'Preset', 'row_strategy', 'run_base', 'run_training', 'plan', 'run_dir',
-           'reproduce', 'tolerance', 'compare_runs', 'check_verdict', 'precision_check', 'precision_training',
-           'collect', 'table1', 'table2', 'per_language', 'cross_matrix', 'paired_test', 'significance',
-           'seed_differences', 'claims', 'alpha_table', 'plot_alpha', 'plot_per_language', 'plot_cross_heatmap',
-           'plot_training', 'write_tables', 'format_table1', 'smoke_results', 'run_folder', 'compare_and_report',
-           'cmd_reproduce', 'cmd_precision_check', 'add_cli']
+__all__ = ['PAPER_TABLE1', 'PAPER_TABLE2', 'ROW_NAMES', 'PROTOCOLS', 'PRESETS', 'ROW_ALIASES', 'CHECK_METRICS', 'PRECISION_TOL',
+           'RUN_FREE', 'SAME_PRECISION_TOL', 'ROW_ORDER', 'Preset', 'row_align', 'row_strategy', 'run_base',
+           'run_interpolation', 'run_training', 'plan', 'run_dir', 'reproduce', 'tolerance', 'compare_runs',
+           'check_verdict', 'precision_check', 'precision_training', 'collect', 'table1', 'table2', 'per_language',
+           'cross_matrix', 'paired_test', 'significance', 'seed_differences', 'claims', 'alpha_table', 'plot_alpha',
+           'plot_per_language', 'plot_cross_heatmap', 'plot_training', 'write_tables', 'format_table1', 'smoke_results',
+           'run_folder', 'compare_and_report', 'cmd_reproduce', 'cmd_precision_check', 'add_cli']
 
 # %% ../nbs/08_reproduce.ipynb #629b7cf1
 PAPER_TABLE1 = pd.DataFrame([
@@ -34,7 +34,9 @@ PAPER_TABLE2 = pd.DataFrame([
     ("LaBSE", "mono", 261.5, 225.3), ("LaBSE", "cross", 225.2, 198.3), ("LaBSE", "hybrid-0.5", 221.1, 195.0),
 ], columns=["model", "row", "xquad-r", "mlqa-r"])
 ROW_NAMES = {"base": "base (no fine-tuning)", "mono": "X-X-mono", "cross": "X-Y", "mixed": "X-X",
-             "hybrid-0.5": "Hybrid (alpha 0.5)", "hybrid-0.25": "Hybrid (alpha 0.25)", "hybrid-0.75": "Hybrid (alpha 0.75)"}
+             "hybrid-0.5": "Hybrid (alpha 0.5)", "hybrid-0.25": "Hybrid (alpha 0.25)", "hybrid-0.75": "Hybrid (alpha 0.75)",
+             "x-x-mono": "X-X-mono", "x-y": "X-Y", "x-x": "X-X", "interpolation": "interpolation (X-X-mono + X-Y weights)",
+             "x-y+jsd": "X-Y + JSD", "hybrid-0.5+jsd": "Hybrid (alpha 0.5) + JSD"}
 
 # %% ../nbs/08_reproduce.ipynb #803e0a8f
 PROTOCOLS = {"A": ("mlqa-r", "xquad-r"), "B": ("xquad-r", "mlqa-r")}
@@ -51,25 +53,58 @@ class Preset:
     eval_n_ids: int|None = None # evaluation slice; None: the full evaluation set
     model: str = "offline:multilingual-e5-small"
     precision: str = "auto" # "fp32", "bf16" or "auto" (bf16 where the CPU/GPU has it natively), training and evaluation
+    seeds_by_protocol: dict = field(default_factory=dict) # protocol -> its seeds, where they differ from `seeds`
+    eval_settings: tuple = ("mono", "cross", "multi") # settings of every run's evaluation (+ "bilingual")
+    eval_extra: tuple = () # more evaluations while the weights exist (e.g. "mkqa-xquad"; only where the protocol evaluates on XQuAD-R)
+    align_weight: float = 0.2 # lambda of the "+jsd" / "+kl" rows
 
+    def seeds_of(self, protocol:str) -> tuple: return tuple(self.seeds_by_protocol.get(protocol, self.seeds))
+    def extras_of(self, protocol:str) -> tuple:
+        "MKQA-style sets are built from XQuAD-R: only a protocol that does not train on it may use them."
+        return tuple(self.eval_extra) if PROTOCOLS[protocol][0] != "xquad-r" else ()
+
+# the 30-step presets were run before the fixes of the converged experiments: they keep the settings they were made with
+from .train import LEGACY as EARLY_REGIME
 PRESETS = {
-    "default": Preset("default", train=dict(max_steps=30, batch_size=32, val_every=10, patience=None, warmup=0.1, keep_checkpoints=False)),
+    "default": Preset("default", train=dict(max_steps=30, batch_size=32, val_every=10, patience=None, warmup=0.1, keep_checkpoints=False,
+                                            **EARLY_REGIME)),
     "full": Preset("full", protocols=("A", "B"), rows=("base", "mono", "cross", "hybrid-0.5", "mixed", "hybrid-0.25", "hybrid-0.75"),
-                   seeds=(0, 1, 2), train=dict(max_steps=30, batch_size=32, val_every=10, patience=None, warmup=0.1, keep_checkpoints=False)),
+                   seeds=(0, 1, 2), train=dict(max_steps=30, batch_size=32, val_every=10, patience=None, warmup=0.1, keep_checkpoints=False,
+                                               **EARLY_REGIME)),
     "smoke": Preset("smoke", protocols=("A",), rows=("base", "mono", "cross", "hybrid-0.5"), seeds=(0, 1),
-                    train=dict(max_steps=3, batch_size=4, val_every=3, max_len_query=16, max_len_passage=24, progress=False),
+                    train=dict(max_steps=3, batch_size=4, val_every=3, max_len_query=16, max_len_passage=24, progress=False,
+                               **EARLY_REGIME),
                     n_ids=40, eval_n_ids=12, model="tiny"),
+    # trained until the validation metric (mean mono/cross/multi mAP on held-out ids) stops improving; issue 19 and 20 rows
+    "converged": Preset("converged", protocols=("A", "B"),
+                        rows=("base", "x-x-mono", "x-y", "interpolation", "hybrid-0.5", "x-y+jsd", "hybrid-0.5+jsd", "hybrid-0.25", "hybrid-0.75"),
+                        seeds=(0, 1, 2, 3, 4), seeds_by_protocol={"B": (0, 1, 2)},
+                        train=dict(batch_size=32, lr=3e-5, warmup=0.1, epochs=12, val_every_epochs=0.5, patience=4, val_metric="map",
+                                   keep_checkpoints=False), eval_settings=("mono", "cross", "multi", "bilingual"), eval_extra=("mkqa-xquad",)),
+    "converged-smoke": Preset("converged-smoke", protocols=("A",), rows=("base", "x-x-mono", "x-y", "interpolation", "hybrid-0.5", "hybrid-0.5+jsd"),
+                              seeds=(0,), train=dict(epochs=2, batch_size=4, val_every_epochs=0.5, patience=2, max_len_query=16,
+                                                     max_len_passage=24, progress=False), n_ids=40, eval_n_ids=12, model="tiny",
+                              eval_settings=("mono", "cross", "multi", "bilingual")),
 }
 
+ROW_ALIASES = {"x-x-mono": "mono", "x-y": "cross", "x-x": "mixed"}  # the paper's names -> the sampler strategies
+
+def row_align(row:str) -> tuple[str, str|None]:
+    "A row name without its alignment suffix, and the alignment ('jsd', 'kl' or None): 'x-y+jsd' -> ('x-y', 'jsd')."
+    base, sep, a = row.partition("+")
+    if sep and a not in ("jsd", "kl"): raise ConfigError(f"row {row!r}: unknown alignment {a!r}; use +jsd or +kl")
+    return base, (a or None)
+
 def row_strategy(row:str) -> tuple[str, float]:
-    "The sampler strategy and alpha of a row name: 'mono', 'cross', 'mixed', 'hybrid-<alpha>'."
+    "The sampler strategy and alpha of a row name: 'x-x-mono' (or 'mono'), 'x-y' ('cross'), 'x-x' ('mixed'), 'hybrid-<alpha>', each optionally '+jsd'."
+    row = row_align(row)[0]; row = ROW_ALIASES.get(row, row)
     if row in ("mono", "cross", "mixed"): return row, {"mono": 1.0, "cross": 0.0, "mixed": float("nan")}[row]
     if row.startswith("hybrid-"):
         try: a = float(row.split("-", 1)[1])
         except ValueError: raise ConfigError(f"bad row name {row!r}") from None
         if not 0 <= a <= 1: raise ConfigError(f"row {row!r}: alpha must be in [0, 1]")
         return "hybrid", a
-    raise ConfigError(f"unknown row {row!r}; rows are base, mono, cross, mixed, hybrid-<alpha>")
+    raise ConfigError(f"unknown row {row!r}; rows are base, interpolation, x-x-mono, x-y, x-x, hybrid-<alpha> (+jsd, +kl)")
 
 # %% ../nbs/08_reproduce.ipynb #cee82bfa
 def _model_spec(p:Preset) -> str: return "tiny" if p.model == "tiny" else p.model
@@ -84,9 +119,44 @@ def run_base(protocol:str, p:Preset, out:Path) -> Path:
     ds = load_lareqa(PROTOCOLS[protocol][1])
     if p.eval_n_ids: ds = subsample(ds, p.eval_n_ids, seed=0)
     enc = tiny_encoder(0, precision=p.precision) if p.model == "tiny" else load_encoder(p.model, precision=p.precision)
-    t0 = time.time(); r = evaluate(enc, ds)
-    r.info.update(machine=run_info()); r.save(d/"eval")
+    t0 = time.time(); r = _evaluate_all(enc, ds, p, protocol, d)
     write_json(dict(row="base", protocol=protocol, model=p.model, precision=enc.precision, eval=r.summary.to_dict("records"),
+                    eval_seconds=round(time.time() - t0, 1)), d/"result.json")
+    return d
+
+def _evaluate_all(enc, ds, p:Preset, protocol:str, d:Path):
+    "Every evaluation a run of preset `p` needs, while its weights exist: the LAReQA settings, then the extra sets."
+    from hybrid_mlir.eval import evaluate
+    r = evaluate(enc, ds, settings=tuple(p.eval_settings))
+    r.info.update(machine=run_info()); r.save(d/"eval")
+    if p.extras_of(protocol):
+        from hybrid_mlir.beir import eval_extra
+        for x in p.extras_of(protocol): eval_extra(enc, x, d/f"eval-{x.replace(':', '-').replace('/', '-')}")
+    return r
+
+def run_interpolation(protocol:str, seed:int, p:Preset, out:Path) -> Path:
+    "The uniform average of the same seed's X-X-mono and X-Y weights, evaluated with no training (the control for Hybrid)."
+    from hybrid_mlir.data import load_lareqa, subsample
+    from hybrid_mlir.model import load_encoder
+    d = run_dir(out, protocol, "interpolation", seed)
+    if (d/"result.json").exists(): return d
+    parents = [run_dir(out, protocol, r, seed)/"best" for r in ("x-x-mono", "x-y")]
+    miss = [str(x) for x in parents if not (x/"model.safetensors").exists()]
+    if miss: raise HybridMlirError(f"interpolation needs the weights of {', '.join(miss)}: weights are not committed, so rerun "
+                                   f"x-x-mono and x-y of seed {seed} in the same sitting (delete their result.json to retrain them)")
+    a, b = (load_encoder(x, precision=p.precision) for x in parents)
+    sb = b.model.state_dict()
+    import torch
+    with torch.no_grad():
+        for k, v in a.model.state_dict().items():
+            if v.is_floating_point(): v.copy_((v + sb[k]) / 2)
+    a.name = f"interpolation of {parents[0]} and {parents[1]}"
+    a.save(d/"best")
+    ds = load_lareqa(PROTOCOLS[protocol][1])
+    if p.eval_n_ids: ds = subsample(ds, p.eval_n_ids, seed=0)
+    t0 = time.time(); r = _evaluate_all(a, ds, p, protocol, d)
+    write_json(dict(row="interpolation", protocol=protocol, seed=seed, model=p.model, parents=[str(x) for x in parents],
+                    precision=a.precision, weights=0.5, steps=0, eval=r.summary.to_dict("records"),
                     eval_seconds=round(time.time() - t0, 1)), d/"result.json")
     return d
 
@@ -97,20 +167,24 @@ def run_training(protocol:str, row:str, seed:int, p:Preset, out:Path) -> Path:
     if (d/"result.json").exists(): return d
     strategy, alpha = row_strategy(row)
     tr, ev = PROTOCOLS[protocol]
+    align = row_align(row)[1]
     cfg = TrainConfig(model=_model_spec(p), strategy=strategy, alpha=0.5 if math.isnan(alpha) else alpha,
                       train=[tr], eval=ev, n_ids=p.n_ids, eval_n_ids=p.eval_n_ids, seed=seed, out=str(d),
-                      resume=(d/"config.json").exists(), precision=p.precision, **p.train)
+                      resume=(d/"config.json").exists(), precision=p.precision, eval_settings=list(p.eval_settings),
+                      eval_extra=list(p.extras_of(protocol)), **(dict(align=align, align_weight=p.align_weight) if align else {}),
+                      **p.train)
     train(cfg)
     return d
 
 def plan(p:Preset, protocols=None, rows=None, seeds=None) -> list[tuple[str, str, int]]:
     "The runs of preset `p` as (protocol, row, seed), seed by seed; `protocols`, `rows` and `seeds` pick a subset."
-    for name, pick, have in [("protocol", protocols, p.protocols), ("row", rows, p.rows), ("seed", seeds, p.seeds)]:
+    all_seeds = tuple(dict.fromkeys(s for pr in p.protocols for s in p.seeds_of(pr)))
+    for name, pick, have in [("protocol", protocols, p.protocols), ("row", rows, p.rows), ("seed", seeds, all_seeds)]:
         bad = [x for x in (pick or []) if x not in have]
         if bad: raise ConfigError(f"{name} {bad[0]!r} is not in preset {p.name!r} (it has {', '.join(map(str, have))})")
-    prs, rs, ss = protocols or p.protocols, rows or p.rows, seeds or p.seeds
-    jobs = [(pr, r, s) for s in p.seeds for pr in p.protocols for r in p.rows   # base: once, whatever the seeds
-            if pr in prs and r in rs and (s == p.seeds[0] if r == "base" else s in ss)]
+    prs, rs, ss = protocols or p.protocols, rows or p.rows, seeds or all_seeds
+    jobs = [(pr, r, s) for s in all_seeds for pr in p.protocols for r in p.rows   # base: once, whatever the seeds
+            if pr in prs and r in rs and s in p.seeds_of(pr) and (s == p.seeds_of(pr)[0] if r == "base" else s in ss)]
     return [(pr, r, 0 if r == "base" else s) for pr, r, s in jobs]
 
 def run_dir(out, protocol:str, row:str, seed:int) -> Path:
@@ -128,7 +202,7 @@ def reproduce(preset:str|Preset="default", # "default", "full", "smoke" or a `Pr
     p = PRESETS[preset] if isinstance(preset, str) and preset in PRESETS else preset
     if not isinstance(p, Preset): raise ConfigError(f"unknown preset {preset!r}; choose from {list(PRESETS)}")
     for r in p.rows:
-        if r != "base": row_strategy(r)
+        if r not in ("base", "interpolation"): row_strategy(r)
     if max_minutes is not None and max_minutes < 0: raise ConfigError(f"max_minutes must be >= 0, got {max_minutes}")
     out = Path(out); log = get_logger(); t0 = time.time()
     jobs, done = plan(p, protocols, rows, seeds), []
@@ -143,7 +217,9 @@ def reproduce(preset:str|Preset="default", # "default", "full", "smoke" or a `Pr
         if max_minutes is not None and time.time() - t0 >= 60 * max_minutes:
             done.append(dict(protocol=pr, row=r, seed=s, status="not started", seconds=0.0)); continue
         log.info(what); t = time.time()
-        run_base(pr, p, out) if r == "base" else run_training(pr, r, s, p, out)
+        if r == "base": run_base(pr, p, out)
+        elif r == "interpolation": run_interpolation(pr, s, p, out)
+        else: run_training(pr, r, s, p, out)
         done.append(dict(protocol=pr, row=r, seed=s, status="ran", seconds=round(time.time() - t, 1)))
     whole = plan(p); left = [j for j in whole if not (run_dir(out, *j)/"result.json").exists()]
     info = dict(preset=asdict(p), selection=dict(protocols=protocols, rows=rows, seeds=seeds, max_minutes=max_minutes),
@@ -196,7 +272,8 @@ def compare_runs(fresh, # folder of the reproduced runs
         if not (df/"result.json").exists(): raise HybridMlirError(f"{df}: not finished; nothing to compare")
         if not (dc/"result.json").exists(): raise HybridMlirError(f"{dc}: no committed run to compare with")
         if row != "base":  # the same experiment? (precision may differ: that is what the tolerance allows for)
-            cf, cc = (json.loads((x/"config.json").read_text()) for x in (df, dc))
+            from hybrid_mlir.train import TrainConfig
+            cf, cc = (TrainConfig.from_dict(json.loads((x/"config.json").read_text())).to_dict() for x in (df, dc))
             keys = ["model", "strategy", "alpha", "train", "eval", "n_ids", "eval_n_ids", "seed", *p.train]
             diff = [k for k in keys if k not in RUN_FREE and cf.get(k) != cc.get(k)]
             if diff: raise HybridMlirError(f"{dc} was made with other settings than {df}: " + ", ".join(f"{k} {cc.get(k)!r} vs {cf.get(k)!r}" for k in diff))
@@ -292,7 +369,8 @@ def collect(out="results", protocols=("A", "B")) -> pd.DataFrame:
     return pd.DataFrame(recs)
 
 # %% ../nbs/08_reproduce.ipynb #b6f9b035
-ROW_ORDER = ["base", "mono", "cross", "hybrid-0.5", "mixed", "hybrid-0.25", "hybrid-0.75"]
+ROW_ORDER = ["base", "mono", "cross", "hybrid-0.5", "mixed", "hybrid-0.25", "hybrid-0.75",
+             "x-x-mono", "x-y", "interpolation", "x-y+jsd", "hybrid-0.5+jsd", "x-x"]
 
 def _order(df, col="row"):
     return df.assign(_o=df[col].map({r: i for i, r in enumerate(ROW_ORDER)}).fillna(99)).sort_values(["_o"]).drop(columns="_o")
@@ -564,6 +642,9 @@ def cmd_reproduce(a) -> int:
     p = PRESETS[a.preset]
     if a.steps: p = Preset(**{**asdict(p), "train": {**p.train, "max_steps": a.steps}})
     if a.precision: p = Preset(**{**asdict(p), "precision": a.precision})
+    if a.model: p = Preset(**{**asdict(p), "model": a.model})
+    over = {k: v for k, v in (("batch_size", a.batch_size), ("grad_cache_chunk", a.grad_cache_chunk)) if v}
+    if over: p = Preset(**{**asdict(p), "train": {**p.train, **over}})
     out = run_folder(p.name, a.out, a.reuse); a.out = str(out)
     info = reproduce(p, out=out, protocols=a.protocols, rows=a.rows, seeds=a.seeds, max_minutes=a.max_minutes, reuse=a.reuse)
     if "tables" in info:  # some run has finished
@@ -618,6 +699,10 @@ def add_cli(sub):
     r.add_argument("--reuse", action="store_true", help="keep the runs that finished before in --out (default: the newest "
                    "runs/<preset>-* folder) and run only the rest")
     r.add_argument("--compare", default="results", help="committed results to compare every number with ('' to skip)")
+    r.add_argument("--model", default=None, help="the model to fine-tune (e.g. xlm-roberta-base or sentence-transformers/LaBSE "
+                   "where a hub is reachable; default: the preset's, offline:multilingual-e5-small)")
+    r.add_argument("--batch-size", type=_pos_int, default=None, help="rows per batch per process (the paper: 100 on a GPU)")
+    r.add_argument("--grad-cache-chunk", type=_pos_int, default=None, help="GradCache chunk size, for a batch larger than memory allows")
     r.add_argument("--precision", default=None, choices=["fp32", "bf16", "auto"], help="training and evaluation precision "
                    "(default: the preset's, auto = bf16 where the CPU/GPU has it natively)")
     r.add_argument("--steps", type=_pos_int, default=None, help="override the training steps of every run")

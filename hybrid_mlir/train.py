@@ -7,20 +7,21 @@ from __future__ import annotations
 import os, sys, json, math, time, random, socket, signal, shutil, tempfile, contextlib, dataclasses, threading
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-import numpy as np
+import numpy as np, pandas as pd
 import torch
 import torch.distributed as dist
 from .core import (HybridMlirError, ConfigError, CheckpointError, seed_everything, atomic_write, write_json,
                               sha256_file, get_logger, run_info, in_test, PRECISIONS, resolve_precision)
 from fastcore.basics import patch
-from .loss import InfoNCELoss, cached_step
+from .loss import InfoNCELoss, cached_step, false_negative_mask, alignment_loss
 
 # %% auto #0
-__all__ = ['STRATEGIES', 'RESUME_FREE', 'CHECKPOINT', 'PREV_CHECKPOINT', 'MANIFEST', 'LOCK', 'TrainingDiverged', 'RunLockedError',
-           'TrainConfig', 'training_data', 'build_encoder', 'set_dropout', 'make_optimizer', 'linear_schedule',
-           'batch_loss', 'validation_loss', 'rng_state', 'set_rng_state', 'save_checkpoint', 'verify_checkpoint',
-           'load_checkpoint', 'RunLock', 'setup_distributed', 'allreduce_gradients', 'train', 'final_evaluation',
-           'config_from_args', 'cmd_train', 'add_cli']
+__all__ = ['STRATEGIES', 'LEGACY', 'RESUME_FREE', 'CHECKPOINT', 'PREV_CHECKPOINT', 'MANIFEST', 'LOCK', 'TrainingDiverged',
+           'RunLockedError', 'TrainConfig', 'training_sets', 'training_data', 'RowTables', 'row_tables',
+           'parallel_queries', 'held_out_pools', 'validation_map', 'build_encoder', 'set_dropout', 'make_optimizer',
+           'linear_schedule', 'batch_loss', 'validation_loss', 'rng_state', 'set_rng_state', 'save_checkpoint',
+           'verify_checkpoint', 'load_checkpoint', 'RunLock', 'setup_distributed', 'allreduce_gradients', 'train',
+           'final_evaluation', 'config_from_args', 'cmd_train', 'add_cli']
 
 # %% ../nbs/05_train.ipynb #d15d6ef5
 class TrainingDiverged(HybridMlirError, RuntimeError):
@@ -32,8 +33,11 @@ class RunLockedError(HybridMlirError, RuntimeError):
 # %% ../nbs/05_train.ipynb #6e84159d
 STRATEGIES = ("mono", "cross", "mixed", "hybrid")
 _STRATEGY_ALIASES = {"x-x-mono": "mono", "x-y": "cross", "x-x": "mixed"}
+# what runs saved before these settings existed did (the 30-step presets still do it)
+LEGACY = dict(warmup_from_zero=True, exact_alpha=False, keyed_streams=False, false_negative_mask=False, val_metric="loss")
 # settings that may change when a run is resumed (they do not change the trajectory; the folder may have moved)
-RESUME_FREE = ("resume", "out", "keep_checkpoints", "threads", "eval", "eval_langs", "eval_n_ids", "progress", "device")
+RESUME_FREE = ("resume", "out", "keep_checkpoints", "threads", "eval", "eval_langs", "eval_n_ids", "eval_settings", "eval_extra",
+               "progress", "device")
 
 @dataclass
 class TrainConfig:
@@ -47,6 +51,8 @@ class TrainConfig:
     eval_langs:list|None = None # evaluation languages (default: all)
     n_ids:int|None = None # train on a random slice of this many question ids per set (quick runs)
     eval_n_ids:int|None = None # evaluate on a random slice of this many question ids
+    eval_settings:list = field(default_factory=lambda: ["mono", "cross", "multi"]) # settings of the final evaluation (+ "bilingual")
+    eval_extra:list = field(default_factory=list) # more final evaluations while the weights exist, e.g. ["mkqa-xquad"]
     val_frac:float = 0.05 # share of training question ids held out for the validation loss
     val_lang:str = "en" # language of the validation rows (monolingual)
     batch_size:int = 32 # rows per batch per process (global batch = batch_size x world size)
@@ -56,9 +62,18 @@ class TrainConfig:
     temperature:float = 0.05 # InfoNCE temperature (scores = cosine / temperature)
     loss_variant:str = "standard" # "standard" (other positives are negatives too) or "paper" (printed formula)
     hard_negatives:bool = True # add each row's same-paragraph negative sentence
+    false_negative_mask:bool = True # drop every in-batch candidate that answers the query's question id from its denominator
+    align:str|None = None # None, "jsd" or "kl": alignment term between each query and its parallel query (ALIGNMENT.md)
+    align_weight:float = 0.2 # lambda: loss = InfoNCE + lambda x alignment term
+    exact_alpha:bool = True # Hybrid: each epoch holds exactly round(alpha x batches) X-X-mono batches (False: a coin per batch)
+    keyed_streams:bool = True # key the sampler's random streams by the training sets as well as the seed (False: seed only)
+    warmup_from_zero:bool = False # True: the lr of the first step is 0 (the 30-step presets); False: step 1 runs at lr/warmup_steps
     max_steps:int|None = None # stop after this many optimizer steps
     epochs:float|None = None # stop after this many epochs (neither set: 1 epoch)
-    val_every:int = 100 # validation loss every N steps and at the end (0: never; `best/` is then the last model)
+    val_every:int = 100 # validate every N steps and at the end (0: never; `best/` is then the last model)
+    val_every_epochs:float|None = None # validate every this many epochs instead (e.g. 0.5; overrides val_every)
+    val_metric:str = "map" # what picks best/ and drives patience: "map" (mean mono/cross/multi mAP on the held-out ids'
+                           # pool in every training language, higher is better) or "loss" (the English validation loss)
     save_every:int|None = None # checkpoint every N steps and at the end (None: = val_every; 0: only on Ctrl-C)
     keep_checkpoints:bool = True # keep checkpoint/ when the run ends normally (False: delete it, keep best/)
     patience:int|None = None # stop after this many validations without a lower loss (None: no early stopping)
@@ -84,6 +99,7 @@ class TrainConfig:
         "A config from a dict (e.g. `config.json`); unknown keys are an error, `run_info`/`data` are ignored."
         if "precision" not in d and "run_info" in d:  # a run saved before precisions existed: fp32, bf16 autocast on CUDA only
             d = dict(d, precision="bf16" if d.get("bf16", True) and (d["run_info"] or {}).get("cuda") else "fp32")
+        if "run_info" in d: d = {**LEGACY, **d}  # a run saved before a setting existed ran as that setting's old behaviour
         d = {k: v for k, v in d.items() if k not in ("run_info", "data")}
         names = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(d) - names)
@@ -146,6 +162,14 @@ def validate(self:TrainConfig) -> TrainConfig:
         bad = [l for l in self.eval_langs if l not in have]
         if bad: raise ConfigError(f"eval_langs: {self.eval} has no language(s) {bad}; it has {sorted(have)}")
     _check_model_spec(str(self.model))
+    if isinstance(self.eval_settings, str): self.eval_settings = [x for x in self.eval_settings.split(",") if x]
+    self.eval_settings = [str(x) for x in self.eval_settings]
+    bad = [x for x in self.eval_settings if x not in ("mono", "cross", "multi", "bilingual")]
+    if bad or not self.eval_settings: raise ConfigError(f"eval_settings: unknown setting(s) {bad}; choose from mono, cross, multi, bilingual")
+    if isinstance(self.eval_extra, str): self.eval_extra = [x for x in self.eval_extra.split(",") if x]
+    self.eval_extra = [str(x) for x in (self.eval_extra or [])]
+    bad = [x for x in self.eval_extra if not (x.startswith("mkqa") or x.startswith("beir:"))]
+    if bad: raise ConfigError(f"eval_extra: {bad} are not MKQA or BEIR evaluations (mkqa, mkqa-xquad, mkqa:<file>, beir:<folder>)")
     for k in ("n_ids", "eval_n_ids"): setattr(self, k, _opt_int(getattr(self, k), k, 1))
     self.val_frac = _num(self.val_frac, "val_frac", 0, 1, lo_open=True, hi_open=True)
     self.batch_size = _num(self.batch_size, "batch_size", 1, integer=True)
@@ -155,12 +179,19 @@ def validate(self:TrainConfig) -> TrainConfig:
     self.temperature = _num(self.temperature, "temperature", 0, lo_open=True)
     if self.loss_variant not in ("standard", "paper"): raise ConfigError(f"loss_variant must be 'standard' or 'paper', got {self.loss_variant!r}")
     if self.loss_variant == "paper" and not self.hard_negatives: raise ConfigError("loss_variant 'paper' needs hard_negatives")
+    if self.align is not None and str(self.align).lower() in ("", "none"): self.align = None
+    if self.align not in (None, "jsd", "kl"): raise ConfigError(f"align must be None, 'jsd' or 'kl', got {self.align!r}")
+    self.align_weight = _num(self.align_weight, "align_weight", 0)
+    if self.val_metric not in ("map", "loss"): raise ConfigError(f"val_metric must be 'map' or 'loss', got {self.val_metric!r}")
+    self.val_every_epochs = _num(self.val_every_epochs, "val_every_epochs", 0, lo_open=True, none=True)
+    for k in ("false_negative_mask", "exact_alpha", "keyed_streams", "warmup_from_zero"):
+        if not isinstance(getattr(self, k), bool): raise ConfigError(f"{k} must be true or false, got {getattr(self, k)!r}")
     self.max_steps = _opt_int(self.max_steps, "max_steps", 1)
     self.epochs = _num(self.epochs, "epochs", 0, lo_open=True, none=True)
     self.val_every = _num(self.val_every, "val_every", 0, integer=True)
     self.save_every = _opt_int(self.save_every, "save_every", 0)
     self.patience = _opt_int(self.patience, "patience", 1)
-    if self.patience and not self.val_every: raise ConfigError("patience (early stopping) needs val_every > 0")
+    if self.patience and not (self.val_every or self.val_every_epochs): raise ConfigError("patience (early stopping) needs val_every > 0")
     self.grad_clip = _num(self.grad_clip, "grad_clip", 0, none=True) or None
     self.grad_cache_chunk = _opt_int(self.grad_cache_chunk, "grad_cache_chunk", 1)
     self.max_tokens = _opt_int(self.max_tokens, "max_tokens", 0)
@@ -175,16 +206,24 @@ def validate(self:TrainConfig) -> TrainConfig:
     return self
 
 # %% ../nbs/05_train.ipynb #b0cf39fa
+def training_sets(cfg:TrainConfig) -> dict:
+    "name -> the LAReQA set (sliced to `n_ids` question ids when asked) of every training set of a config."
+    from hybrid_mlir.data import load_lareqa, subsample
+    sets = {}
+    for name in cfg.train:
+        ds = load_lareqa(name, langs=cfg.langs)
+        if cfg.n_ids and cfg.n_ids < ds.questions.xling_id.nunique(): ds = subsample(ds, cfg.n_ids, seed=cfg.seed)
+        sets[name] = ds
+    return sets
+
 def training_data(cfg:TrainConfig, # uses train, langs, n_ids, val_frac, val_lang, seed
+                  sets:dict|None=None, # `training_sets(cfg)` if already loaded
                  ):
     "(train pairs, validation pairs, sizes) for a config: several sets mixed, validation ids held out."
     import datasets
-    from hybrid_mlir.data import load_lareqa, subsample, training_pairs, train_val_split
+    from hybrid_mlir.data import training_pairs, train_val_split
     parts, info = [], {}
-    for name in cfg.train:
-        ds = load_lareqa(name, langs=cfg.langs)
-        n = ds.questions.xling_id.nunique()
-        if cfg.n_ids and cfg.n_ids < n: ds = subsample(ds, cfg.n_ids, seed=cfg.seed)
+    for name, ds in (sets or training_sets(cfg)).items():
         parts.append(training_pairs(ds, seed=cfg.seed, source=name))
         info[name] = dict(langs=list(ds.langs), ids=int(ds.questions.xling_id.nunique()), pairs=len(parts[-1]))
     pairs = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
@@ -192,6 +231,63 @@ def training_data(cfg:TrainConfig, # uses train, langs, n_ids, val_frac, val_lan
     return tr, va, dict(sets=info, train_pairs=len(tr), val_rows=len(va))
 
 # %% ../nbs/05_train.ipynb #2b3f2026
+@dataclass
+class RowTables:
+    "What a step needs beyond the texts, per training row: question id, the ids its positive and its negative answer."
+    xid: np.ndarray # (rows,) question id of each row
+    pos_ids: list # per row: the question ids whose answer is the row's passage (at least its own)
+    neg_ids: list # per row: the question ids whose answer is the row's hard negative (usually none)
+    query_by: dict # (question id, language) -> query text, for parallel queries
+    langs_of: dict # question id -> its languages, sorted
+
+def row_tables(pairs, sets:dict) -> RowTables:
+    "`RowTables` of a training pair table, looked up in the candidates of its LAReQA sets."
+    cand = {}
+    for ds in sets.values():
+        for lang, text, ids in zip(ds.candidates.lang, ds.candidates.text, ds.candidates.xling_ids):
+            cand.setdefault((lang, text), set()).update(ids)
+    c = pairs.select_columns(["xling_id", "q_lang", "p_lang", "query", "passage", "negative"]).to_pandas()
+    xid = c.xling_id.to_numpy(dtype=object)
+    pos = [tuple(sorted(cand.get((l, t), ()) | {x})) for x, l, t in zip(xid, c.p_lang, c.passage)]
+    neg = [tuple(sorted(cand.get((l, t), ()))) for l, t in zip(c.p_lang, c.negative)]
+    qby = dict(zip(zip(xid, c.q_lang), c["query"]))
+    langs = {}
+    for x, l in qby: langs.setdefault(x, set()).add(l)
+    return RowTables(xid, pos, neg, qby, {x: sorted(v) for x, v in langs.items()})
+
+def parallel_queries(t:RowTables, rows, q_lang, p_lang, rng:np.random.Generator) -> tuple[list, torch.Tensor]:
+    "Per row: the same question in the passage's language (X-X-mono rows: another language it has, drawn from `rng`), and whether one exists."
+    out, valid = [], []
+    for r, a, b in zip(rows, q_lang, p_lang):
+        x = t.xid[r]
+        if a == b:
+            other = [l for l in t.langs_of.get(x, []) if l != a]
+            b = other[rng.integers(len(other))] if other else None
+        q = t.query_by.get((x, b)) if b is not None else None
+        valid.append(q is not None); out.append(q if q is not None else t.query_by[(x, a)])  # a placeholder, left out of the term
+    return out, torch.tensor(valid, dtype=torch.bool)
+
+def held_out_pools(sets:dict, train_pairs) -> dict:
+    "name -> the LAReQA slice of each training set's held-out question ids (their questions, their paragraphs' sentences)."
+    from hybrid_mlir.data import LAReQA
+    seen, pools = set(train_pairs["xling_id"]), {}
+    for name, ds in sets.items():
+        keep = set(ds.questions.xling_id) - seen
+        if not keep: continue
+        q = ds.questions[ds.questions.xling_id.isin(keep)].reset_index(drop=True)
+        c = ds.candidates[ds.candidates.pid.isin(set(q.pid))].reset_index(drop=True)
+        c = c.assign(xling_ids=[[x for x in xs if x in keep] for xs in c.xling_ids])
+        pools[name] = LAReQA(f"{ds.name}[held-out {len(keep)}]", q, c, ds.langs, ds.files)
+    return pools
+
+def validation_map(enc, pools:dict) -> dict:
+    "Mean of the mono, cross and multi mAP on the held-out pools (macro over sets), and each setting's mAP."
+    from hybrid_mlir.eval import evaluate
+    per = [evaluate(enc, ds, cache=False).summary.set_index("setting")["map"] for ds in pools.values()]
+    if not per: return dict(val_map=float("nan"))
+    m = pd.concat(per, axis=1).mean(axis=1)
+    return dict(val_map=float(m.mean()), **{f"val_map_{k}": float(v) for k, v in m.items()})
+
 def build_encoder(cfg:TrainConfig, # uses model, max_len_query, max_len_passage, dropout
                   device=None, # torch device (default: `load_encoder`'s choice)
                  ):
@@ -230,10 +326,12 @@ def make_optimizer(model:torch.nn.Module, lr:float=3e-5, weight_decay:float=0.01
               dict(params=[p for p in ps if p.ndim < 2], weight_decay=0.0)]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=bool(fused) or None)
 
-def linear_schedule(opt, warmup_steps:int, total_steps:int) -> torch.optim.lr_scheduler.LambdaLR:
-    "Linear warmup from 0 over `warmup_steps`, then linear decay to 0 at `total_steps`."
+def linear_schedule(opt, warmup_steps:int, total_steps:int,
+                    from_zero:bool=False, # True: the first step runs at lr 0 (as the 30-step presets did)
+                   ) -> torch.optim.lr_scheduler.LambdaLR:
+    "Linear warmup over `warmup_steps` (step k at k/warmup_steps of the lr), then linear decay to 0 at `total_steps`."
     def f(s):
-        if s < warmup_steps: return s / max(1, warmup_steps)
+        if s < warmup_steps: return (s if from_zero else s + 1) / max(1, warmup_steps)
         return max(0.0, (total_steps - s) / max(1, total_steps - warmup_steps))
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
@@ -249,20 +347,37 @@ def batch_loss(enc, # an `Encoder`
                bf16:bool=False, # bf16 autocast (CPU or CUDA); embeddings and the loss stay fp32
                backward:bool=True, # accumulate gradients into the parameters
                max_tokens:int=0, # `Encoder.embed_packed` groups of this many padded tokens (0: one padded batch per list)
+               mask=None, # (B, C) bool false-negative mask (`false_negative_mask`), C = global positives then negatives
+               parallel:list|None=None, # parallel query texts q'_i for the alignment term (None: no term)
+               align:dict|None=None, # alignment term: dict(kind="jsd"|"kl", weight=lambda, valid=(B,) bool, offset=rank*B)
               ) -> torch.Tensor:
-    "InfoNCE loss of one batch (detached when `backward`); gradients accumulated into `.grad`."
+    "InfoNCE (+ alignment) loss of one batch (detached when `backward`); gradients accumulated into `.grad`."
     ac = lambda: _autocast(enc.device, bf16)
+    objective = _objective(loss_fn, align if parallel is not None else None)
+    neg = None if negatives is None else list(negatives)
     if chunk and backward:
         def fn(texts, kind):
             with ac(): return enc.embed_packed([(list(texts), kind)], max_tokens)[0].float()
-        return cached_step(fn, list(queries), list(passages), None if negatives is None else list(negatives), loss_fn, chunk)
+        return cached_step(fn, list(queries), list(passages), neg, objective, chunk, mask=mask, parallel=parallel)
+    B = len(queries)
     with ac():
-        q, pn = (e.float() for e in enc.embed_packed([(list(queries), "query"), (list(passages) + list(negatives or []), "passage")],
-                                                     max_tokens))
+        q, pn = (e.float() for e in enc.embed_packed([(list(queries) + list(parallel or []), "query"),
+                                                      (list(passages) + (neg or []), "passage")], max_tokens))
+    q, q_par = q[:B], (q[B:] if parallel is not None else None)
     p, n = pn[:len(passages)], (pn[len(passages):] if negatives is not None else None)
-    loss = loss_fn(q, p, n) if negatives is not None else loss_fn(q, p)
+    loss = objective(q, p, n, mask=mask, q_par=q_par)
     if backward: loss.backward(); return loss.detach()
     return loss
+
+def _objective(loss_fn, align:dict|None):
+    "(q, p, n, mask, q_par) -> InfoNCE, plus lambda x the alignment term when `align` is given and q_par is passed."
+    def f(q, p, n=None, mask=None, q_par=None):
+        loss = loss_fn(q, p, n, mask=mask)
+        if align is None or q_par is None: return loss
+        term = alignment_loss(q, q_par, loss_fn.candidates(p, n), mask, loss_fn.temperature, align["kind"],
+                              valid=align.get("valid"), offset=align.get("offset", 0))
+        return loss + align["weight"] * term
+    return f
 
 def validation_loss(enc, loss_fn, val:dict, # columns query, passage, negative (lists)
                     batch_size:int, bf16:bool=False, max_tokens:int=0) -> float:
@@ -551,10 +666,17 @@ def train(cfg:TrainConfig, # the run's settings
 def _train(cfg, encoder, callback, rank, world, device, out, main, log):
     from hybrid_mlir.sampler import make_sampler
     # 1. data and sampler: bad input fails here, before the model is loaded
-    train_pairs, val_pairs, data_info = training_data(cfg)
-    sampler = make_sampler(cfg.strategy, train_pairs, cfg.batch_size, alpha=cfg.alpha, seed=cfg.seed, rank=rank, world_size=world)
+    sets = training_sets(cfg)
+    train_pairs, val_pairs, data_info = training_data(cfg, sets)
+    sampler = make_sampler(cfg.strategy, train_pairs, cfg.batch_size, alpha=cfg.alpha, seed=cfg.seed, rank=rank, world_size=world,
+                           exact=cfg.exact_alpha, stream_key="+".join(cfg.train) if cfg.keyed_streams else None)
     spe = len(sampler); total = _total_steps(cfg, spe)
-    data_info.update(steps_per_epoch=spe, total_steps=total, world_size=world, global_batch=cfg.batch_size*world)
+    val_every = max(1, round(cfg.val_every_epochs * spe)) if cfg.val_every_epochs else cfg.val_every
+    tables = row_tables(train_pairs, sets) if (cfg.false_negative_mask or cfg.align) else None
+    pools = held_out_pools(sets, train_pairs) if cfg.val_metric == "map" and val_every else {}
+    data_info.update(steps_per_epoch=spe, total_steps=total, world_size=world, global_batch=cfg.batch_size*world, val_every=val_every,
+                     val_pools={k: dict(ids=int(v.questions.xling_id.nunique()), queries=len(v.questions), candidates=len(v.candidates))
+                                for k, v in pools.items()})
     err = None
     if main:
         try: _prepare_out(cfg, out, data_info)
@@ -573,12 +695,14 @@ def _train(cfg, encoder, callback, rank, world, device, out, main, log):
     params = [p for p in enc.parameters() if p.requires_grad]
     opt = make_optimizer(enc, cfg.lr, cfg.weight_decay)
     max_tokens = cfg.max_tokens if cfg.max_tokens is not None else (16384 if device.type == "cuda" else 1024)
-    warm = int(round(cfg.warmup * total)); sched = linear_schedule(opt, warm, total)
+    warm = int(round(cfg.warmup * total)); sched = linear_schedule(opt, warm, total, from_zero=cfg.warmup_from_zero)
     loss_fn = InfoNCELoss(cfg.temperature, hard_negatives=cfg.hard_negatives, variant=cfg.loss_variant)
     val_fn = InfoNCELoss(cfg.temperature, hard_negatives=cfg.hard_negatives, variant=cfg.loss_variant, gather=False)
     val_bs = cfg.batch_size * world
-    save_every = cfg.val_every if cfg.save_every is None else cfg.save_every
-    S = dict(step=0, best_val_loss=float("inf"), best_step=-1, bad_evals=0, elapsed=0.0, stopped="")
+    save_every = val_every if cfg.save_every is None else cfg.save_every
+    # best_val: the selection score, lower is better (the validation loss, or minus the validation mAP)
+    S = dict(step=0, best_val=float("inf"), best_val_loss=float("inf"), best_val_map=float("nan"), best_step=-1, bad_evals=0,
+             elapsed=0.0, stopped="", mono_steps=0, masked=0)
     seed_everything(cfg.seed + rank)
     # 3. resume
     resumed_from = None
@@ -591,7 +715,7 @@ def _train(cfg, encoder, callback, rank, world, device, out, main, log):
                 raise ConfigError(f"checkpoint in {out} was written with {ck.get('world_size')} processes, this run has {world}")
             opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"]); sampler.load_state_dict(ck["sampler"])
             set_rng_state(ck["rng"][rank])
-            S.update({k: ck[k] for k in S})
+            S.update({k: ck.get(k, S[k]) for k in S})
             resumed_from = ck["folder"]
             log.info(f"resuming {out} at step {S['step']} from {resumed_from}")
         if main: _rewrite_log(out/"train_log.jsonl", S["step"], dict(event="resume", step=S["step"], checkpoint=resumed_from,
@@ -609,12 +733,26 @@ def _train(cfg, encoder, callback, rank, world, device, out, main, log):
             save_checkpoint(out, enc.model, state(step_state or dict(S), rngs, sampler_state or sampler.state_dict()))
         return S["step"] if step_state is None else step_state["step"]
 
-    def validate_now():
-        v = validation_loss(enc, val_fn, val, val_bs, cfg.precision == "bf16", max_tokens)
+    def validate_now() -> dict:
+        "The English validation loss, and (val_metric 'map') the held-out pools' mAP; rank 0's numbers on every rank."
+        r = dict(val_loss=validation_loss(enc, val_fn, val, val_bs, cfg.precision == "bf16", max_tokens))
+        if pools: r.update(validation_map(enc, pools)); enc.train()
         if world > 1:
-            t = torch.tensor([v], dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
-            dist.broadcast(t, 0); v = float(t.item())
-        return v
+            t = torch.tensor(list(r.values()), dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
+            dist.broadcast(t, 0); r = dict(zip(r, t.tolist()))
+        return r
+
+    def step_extras(rows, step):
+        "The false-negative mask and the parallel queries of this step's rows (None when off)."
+        B, mask, par = len(rows), None, None
+        if cfg.false_negative_mask:
+            g = sampler.last_batch.rows  # the global batch: candidate columns are gathered in rank order
+            mask = false_negative_mask(tables.xid[rows].tolist(), [tables.pos_ids[j] for j in g],
+                                       [tables.neg_ids[j] for j in g] if cfg.hard_negatives else None, offset=rank * B)
+        if cfg.align and cfg.align_weight > 0:  # lambda 0: plain InfoNCE, exactly (no parallel queries encoded)
+            texts, valid = parallel_queries(tables, rows, QL[rows], PL[rows], np.random.default_rng([cfg.seed, step, rank, 7]))
+            par = (texts, dict(kind=cfg.align, weight=cfg.align_weight, valid=valid, offset=rank * B))
+        return mask, par
 
     # 4. the loop
     from tqdm.auto import tqdm
@@ -635,11 +773,14 @@ def _train(cfg, encoder, callback, rank, world, device, out, main, log):
                 kind, lang = _batch_kind(QL[rows], PL[rows])
                 lr = sched.get_last_lr()[0]
                 opt.zero_grad(set_to_none=True)
+                mask, par = step_extras(rows, step)
                 loss = batch_loss(enc, loss_fn, Q[rows].tolist(), P[rows].tolist(),
-                                  N[rows].tolist() if cfg.hard_negatives else None, chunk=cfg.grad_cache_chunk, bf16=cfg.precision == "bf16",
-                                  max_tokens=max_tokens)
+                                  N[rows].tolist() if cfg.hard_negatives else None, chunk=cfg.grad_cache_chunk,
+                                  bf16=cfg.precision == "bf16", max_tokens=max_tokens, mask=mask,
+                                  parallel=None if par is None else par[0], align=None if par is None else par[1])
                 allreduce_gradients(params)
-                red = torch.tensor([float(loss), float(flag.set)], dtype=torch.float64)
+                n_par = 0 if par is None else int(par[1]["valid"].sum())
+                red = torch.tensor([float(loss), float(flag.set), 0 if mask is None else float(mask.sum()), n_par], dtype=torch.float64)
                 if world > 1:
                     red = red.to(device if device.type == "cuda" else "cpu"); dist.all_reduce(red); red = red.cpu()
                     red[0] /= world
@@ -655,24 +796,30 @@ def _train(cfg, encoder, callback, rank, world, device, out, main, log):
                 phase = "update"
                 opt.step(); sched.step()
                 S["step"] = step; phase = "idle"
+                S["mono_steps"] += kind == "mono"; S["masked"] += int(red[2])
                 dt = time.time() - t0; S["elapsed"] = time.time() - t_origin
                 rec = dict(step=step, epoch=sampler.epoch, batch=kind, lang=lang, loss=loss_v, lr=lr,
                            grad_norm=gn, pairs_per_s=round(cfg.batch_size * world / max(dt, 1e-9), 2),
                            elapsed=round(S["elapsed"], 3))
-                if cfg.val_every and (step % cfg.val_every == 0 or step == total):
-                    v = validate_now(); rec["val_loss"] = v
-                    if v < S["best_val_loss"]:
-                        S.update(best_val_loss=v, best_step=step, bad_evals=0)
+                if mask is not None: rec["masked"] = int(red[2])
+                if par is not None: rec["parallel"] = int(red[3])
+                if val_every and (step % val_every == 0 or step == total):
+                    rec.update(validate_now())
+                    score = -rec["val_map"] if pools else rec["val_loss"]
+                    if score < S["best_val"]:
+                        S.update(best_val=score, best_val_loss=rec["val_loss"], best_val_map=rec.get("val_map", float("nan")),
+                                 best_step=step, bad_evals=0)
                         if main: enc.save(out/"best")
                     else:
                         S["bad_evals"] += 1
-                        if cfg.patience and S["bad_evals"] >= cfg.patience: S["stopped"] = "early_stop"
+                        if cfg.patience and S["bad_evals"] >= cfg.patience: S["stopped"] = "patience"
                     rec["best_val_loss"] = S["best_val_loss"]
-                if S["stopped"] == "" and step == total: S["stopped"] = "max_steps" if cfg.max_steps == total else "epochs"
+                    if pools: rec["best_val_map"] = S["best_val_map"]
+                if S["stopped"] == "" and step == total: S["stopped"] = "max_steps" if cfg.max_steps == total else "max_epochs"
                 if main:
                     logf.write(json.dumps(rec) + "\n"); logf.flush()
                     pbar.update(1); pbar.set_postfix(loss=f"{loss_v:.4f}", pairs_s=f"{rec['pairs_per_s']:.1f}",
-                                                     **({"val": f"{rec['val_loss']:.4f}"} if "val_loss" in rec else {}))
+                                                     **({"val": f"{rec.get('val_map', rec['val_loss']):.4f}"} if "val_loss" in rec else {}))
                 if save_every and (step % save_every == 0 or S["stopped"]): last_saved = checkpoint()
                 if callback is not None: callback(step, rec)
                 if stop_req:
@@ -698,7 +845,9 @@ def _train(cfg, encoder, callback, rank, world, device, out, main, log):
                log=str(out/"train_log.jsonl"), config=str(out/"config.json"), steps=S["step"], total_steps=total,
                steps_per_epoch=spe, stopped=S["stopped"] or "max_steps", best_step=S["best_step"],
                best_val_loss=S["best_val_loss"] if math.isfinite(S["best_val_loss"]) else None,
-               elapsed=round(S["elapsed"], 2), resumed_from=resumed_from, precision=cfg.precision, eval=None)
+               elapsed=round(S["elapsed"], 2), resumed_from=resumed_from, precision=cfg.precision,
+               best_val_map=S["best_val_map"] if math.isfinite(S["best_val_map"]) else None, val_metric=cfg.val_metric if val_every else None,
+               realised_alpha=S["mono_steps"] / max(1, S["step"]), masked_per_step=S["masked"] / max(1, S["step"]), eval=None)
     if main and cfg.eval:
         res["eval"] = final_evaluation(cfg, out/"best", out/"eval", device)
     if main and not cfg.keep_checkpoints:   # e5-small: ~1.4 GB per checkpoint (weights + AdamW moments), twice
@@ -715,9 +864,12 @@ def final_evaluation(cfg:TrainConfig, model_dir, out_dir, device=None) -> list:
     ds = load_lareqa(cfg.eval, langs=cfg.eval_langs)
     if cfg.eval_n_ids: ds = subsample(ds, min(cfg.eval_n_ids, ds.questions.xling_id.nunique()), seed=0)
     enc = load_encoder(model_dir, device=None if device is None else str(device), precision=cfg.precision)
-    r = evaluate(enc, ds)
+    r = evaluate(enc, ds, settings=tuple(cfg.eval_settings))
     r.info.update(model_dir=str(model_dir), train_config=cfg.to_dict(), machine=run_info())
     r.save(out_dir)
+    if cfg.eval_extra:
+        from hybrid_mlir.beir import eval_extra
+        for x in cfg.eval_extra: eval_extra(enc, x, Path(out_dir).parent/f"eval-{x.replace(':', '-').replace('/', '-')}")
     get_logger().info(f"evaluation of {model_dir} on {ds.name}:\n{r}")
     return r.summary.to_dict("records")
 
@@ -769,7 +921,17 @@ def add_cli(sub):
     a("--loss-variant", default=d.loss_variant, choices=["standard", "paper"])
     a("--no-hard-negatives", dest="hard_negatives", action="store_false", help="in-batch negatives only")
     a("--max-steps", type=_pos_int, default=None); a("--epochs", type=float, default=None)
-    a("--val-every", type=int, default=d.val_every, help="validation loss every N steps (0: never)")
+    a("--val-every", type=int, default=d.val_every, help="validate every N steps (0: never)")
+    a("--val-every-epochs", type=float, default=None, help="validate every this many epochs instead (e.g. 0.5)")
+    a("--val-metric", default=d.val_metric, choices=["map", "loss"],
+      help="what picks best/ and drives patience: map (held-out pools, every training language) or loss (English rows)")
+    a("--no-false-negative-mask", dest="false_negative_mask", action="store_false",
+      help="keep in-batch candidates that answer the query's question in its denominator (as the 30-step presets)")
+    a("--align", default=None, choices=["jsd", "kl"], help="alignment term between each query and its parallel query")
+    a("--align-weight", type=float, default=d.align_weight, help="lambda of the alignment term")
+    a("--coin-alpha", dest="exact_alpha", action="store_false", help="Hybrid: a coin per batch instead of exact alpha per epoch")
+    a("--seed-only-streams", dest="keyed_streams", action="store_false", help="sampler streams keyed by the seed only")
+    a("--warmup-from-zero", action="store_true", help="the first step at lr 0 (as the 30-step presets)")
     a("--save-every", type=int, default=None, help="checkpoint every N steps (default: --val-every; 0: only on Ctrl-C)")
     a("--patience", type=_pos_int, default=None, help="early stopping after N validations without improvement")
     a("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm (0: off)")

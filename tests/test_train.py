@@ -39,7 +39,11 @@ def test_config_and_log_written(ref):
     assert [r["step"] for r in recs] == list(range(1, STEPS + 1)) and [r["epoch"] for r in recs] == [0]*4 + [1]*2
     for r in recs: assert {"step", "loss", "lr", "pairs_per_s", "elapsed", "batch"} <= set(r) and math.isfinite(r["loss"])
     assert [r["step"] for r in recs if "val_loss" in r] == [2, 4, 6]
-    assert res["best_val_loss"] == min(r["val_loss"] for r in recs if "val_loss" in r)
+    # best/ is picked by the held-out pools' mAP (val_metric "map"); the English validation loss stays in the log
+    assert res["best_val_map"] == max(r["val_map"] for r in recs if "val_map" in r)
+    assert res["best_val_loss"] == next(r["val_loss"] for r in recs if r["step"] == res["best_step"])
+    assert cfg["data"]["val_pools"]["mlqa-r"]["ids"] == 6 and res["val_metric"] == "map"
+    assert all({"val_map_mono", "val_map_cross", "val_map_multi", "masked"} <= set(r) for r in recs if "val_loss" in r)
     assert json.loads((out/"result.json").read_text())["steps"] == STEPS
     assert verify_checkpoint(out/"checkpoint")["step"] == STEPS and verify_checkpoint(out/"checkpoint.prev")["step"] == 4
     assert not (out/T.LOCK).exists()
@@ -65,8 +69,8 @@ def test_resume_after_ctrl_c_and_crash_gives_identical_weights(ref, tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     orig, calls = InfoNCELoss.forward, {"n": 0}
-    def nan_on_4th_training_step(self, q, p, n=None):
-        loss = orig(self, q, p, n)
+    def nan_on_4th_training_step(self, q, p, n=None, mask=None):
+        loss = orig(self, q, p, n, mask=mask)
         if torch.is_grad_enabled():
             calls["n"] += 1
             if calls["n"] == 4: return loss * float("nan")
@@ -111,8 +115,8 @@ def test_early_stopping_keeps_best_step(tmp_path, monkeypatch):
     enc, snaps = tiny_encoder(0), {}
     def snapshot(step, rec): snaps[step] = {k: v.detach().clone() for k, v in enc.model.state_dict().items()}
     out = tmp_path/"run"
-    res = train(tiny_cfg(out, max_steps=10, val_every=1, patience=2, save_every=0), encoder=enc, callback=snapshot)
-    assert (res["stopped"], res["steps"], res["best_step"], res["best_val_loss"]) == ("early_stop", 4, 2, 4.0)
+    res = train(tiny_cfg(out, max_steps=10, val_every=1, patience=2, save_every=0, val_metric="loss"), encoder=enc, callback=snapshot)
+    assert (res["stopped"], res["steps"], res["best_step"], res["best_val_loss"]) == ("patience", 4, 2, 4.0)
     best = load_encoder(out/"best").model.state_dict()
     assert same_weights({k: v for k, v in best.items()}, snaps[2]) and not same_weights(best, snaps[4])
     assert [r.get("val_loss") for r in log_records(out)] == [5.0, 4.0, 4.5, 4.2]
@@ -245,3 +249,115 @@ def test_bf16_autocast_keeps_fp32_weights_and_loss():
     l32 = T.batch_loss(enc, loss_fn, q, p, n, bf16=False, backward=False)
     assert l16.dtype == torch.float32 and abs(float(l16) - float(l32)) < 0.05 * abs(float(l32)) + 1e-3
     assert all(p.dtype == torch.float32 for p in enc.parameters())
+
+
+def test_validation_map_picks_best_and_patience_stops(tmp_path, monkeypatch):
+    "val_metric 'map': the held-out pools' mAP (higher is better) picks best/ and drives patience."
+    vals = iter([0.30, 0.35, 0.34, 0.33, 0.50])
+    monkeypatch.setattr(T, "validation_map", lambda enc, pools: dict(val_map=next(vals)))
+    out = tmp_path/"run"
+    res = train(tiny_cfg(out, max_steps=10, val_every=1, patience=2, save_every=0))
+    assert (res["stopped"], res["steps"], res["best_step"], res["best_val_map"]) == ("patience", 4, 2, 0.35)
+    assert [r.get("best_val_map") for r in log_records(out)] == [0.30, 0.35, 0.35, 0.35]
+
+
+def test_validation_pools_hold_out_ids_in_every_language():
+    from hybrid_mlir.data import load_lareqa, subsample
+    cfg = tiny_cfg("x", n_ids=60, val_frac=0.1).validate()
+    sets = T.training_sets(cfg); tr, va, info = T.training_data(cfg, sets)
+    pools = T.held_out_pools(sets, tr)
+    p = pools["mlqa-r"]; held = set(p.questions.xling_id)
+    assert len(held) == 6 and not held & set(tr["xling_id"]) and set(va["xling_id"]) <= held
+    assert set(p.questions.lang) == set(sets["mlqa-r"].langs)  # every training language, not English only
+    assert all(set(x) <= held for x in p.candidates.xling_ids)
+    r = T.validation_map(tiny_encoder(0), pools)
+    assert set(r) == {"val_map", "val_map_mono", "val_map_cross", "val_map_multi"}
+    assert r["val_map"] == pytest.approx((r["val_map_mono"] + r["val_map_cross"] + r["val_map_multi"]) / 3)
+
+
+def test_warmup_starts_above_zero():
+    p = torch.nn.Parameter(torch.zeros(1)); opt = torch.optim.SGD([p], lr=1.0)
+    sched = T.linear_schedule(opt, 4, 10); lrs = []
+    for _ in range(10): lrs.append(sched.get_last_lr()[0]); opt.step(); sched.step()
+    assert lrs[:5] == [0.25, 0.5, 0.75, 1.0, 1.0] and lrs[-1] == pytest.approx(1 / 6)
+    opt = torch.optim.SGD([p], lr=1.0); sched = T.linear_schedule(opt, 4, 10, from_zero=True)
+    assert sched.get_last_lr()[0] == 0.0  # the 30-step presets' schedule
+
+
+def test_exact_alpha_and_keyed_streams_in_training(tmp_path):
+    res = train(tiny_cfg(tmp_path/"a", max_steps=8, val_every=0, alpha=0.5))
+    kinds = [r["batch"] for r in log_records(tmp_path/"a")]
+    assert kinds[:4].count("mono") == 2 and kinds[4:].count("mono") == 2  # 4 batches an epoch: exactly 2 X-X-mono each
+    assert res["realised_alpha"] == 0.5
+    b = train(tiny_cfg(tmp_path/"b", max_steps=8, val_every=0, alpha=0.5, train=["mlqa-r", "xquad-r"]))
+    assert abs(b["realised_alpha"] - 0.5) <= 0.5 / 8 + 1e-9
+
+
+def test_false_negative_mask_in_training(tmp_path):
+    "XQuAD-R: many questions share their answer sentence (or a paragraph whose other sentence is a row's negative): masked."
+    kw = dict(train=["xquad-r"], n_ids=240, batch_size=32, strategy="cross", max_steps=4, val_every=0)
+    res = train(tiny_cfg(tmp_path/"m", **kw))
+    recs = log_records(tmp_path/"m")
+    assert all("masked" in r for r in recs) and sum(r["masked"] for r in recs) > 0
+    assert res["masked_per_step"] == pytest.approx(sum(r["masked"] for r in recs) / 4)
+    off = train(tiny_cfg(tmp_path/"o", false_negative_mask=False, **kw))
+    assert all("masked" not in r for r in log_records(tmp_path/"o"))
+    assert [r["loss"] for r in recs] != [r["loss"] for r in log_records(tmp_path/"o")]
+
+
+def test_row_tables_and_parallel_queries():
+    import numpy as np
+    cfg = tiny_cfg("x", n_ids=30).validate()
+    sets = T.training_sets(cfg); tr, _, _ = T.training_data(cfg, sets)
+    t = T.row_tables(tr, sets)
+    c = tr.to_pandas()
+    for i in range(0, len(c), 37):
+        assert c.xling_id[i] in t.pos_ids[i]
+        ds = sets["mlqa-r"].candidates
+        hit = ds[(ds.lang == c.p_lang[i]) & (ds.text == c.negative[i])]
+        assert set(t.neg_ids[i]) == set(x for xs in hit.xling_ids for x in xs)
+    rows = np.arange(0, 40)
+    texts, valid = T.parallel_queries(t, rows, c.q_lang.to_numpy()[rows], c.p_lang.to_numpy()[rows], np.random.default_rng(0))
+    for r, q, v in zip(rows, texts, valid.tolist()):
+        a, b = c.q_lang[r], c.p_lang[r]
+        if v and a != b: assert q == t.query_by[(c.xling_id[r], b)]
+        if v and a == b: assert q != c["query"][r] and q in {t.query_by[(c.xling_id[r], l)] for l in t.langs_of[c.xling_id[r]]}
+
+
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_mask_and_alignment_in_batch_loss(chunk):
+    "The masked + aligned loss equals its direct computation; GradCache gives the same loss and gradients; lambda 0 is InfoNCE."
+    from hybrid_mlir.data import load_lareqa, subsample, training_pairs
+    from hybrid_mlir.loss import false_negative_mask, alignment_loss
+    rows = training_pairs(subsample(load_lareqa("mlqa-r"), 20, seed=1)).select(range(9)).to_dict()
+    enc = tiny_encoder(3); lf = InfoNCELoss(0.05, gather=False)
+    q, p, n = rows["query"], rows["passage"], rows["negative"]
+    par = q[1:] + q[:1]
+    mask = false_negative_mask(rows["xling_id"], [[x] for x in rows["xling_id"]], [[] for _ in q])
+    valid = torch.tensor([True] * 8 + [False])
+    align = dict(kind="jsd", weight=0.5, valid=valid, offset=0)
+    def grads(**kw):
+        enc.zero_grad(); loss = T.batch_loss(enc, lf, q, p, n, **kw)
+        return float(loss), torch.cat([x.grad.flatten() for x in enc.parameters()])
+    l_ref, g_ref = grads(mask=mask, parallel=par, align=align)
+    with torch.no_grad():
+        eq, ep, en, epar = (enc.embed(t, k) for t, k in ((q, "query"), (p, "passage"), (n, "passage"), (par, "query")))
+        want = lf(eq, ep, en, mask=mask) + 0.5 * alignment_loss(eq, epar, lf.candidates(ep, en), mask, 0.05, "jsd", valid=valid)
+    assert l_ref == pytest.approx(float(want), rel=1e-5)
+    if chunk:
+        l1, g1 = grads(mask=mask, parallel=par, align=align, chunk=chunk)
+        assert l1 == pytest.approx(l_ref, rel=1e-5) and torch.allclose(g1, g_ref, atol=1e-5, rtol=1e-3)  # float32 noise of another grouping
+    l0, g0 = grads(mask=mask, chunk=chunk)
+    lz, gz = grads(mask=mask, chunk=chunk, parallel=par, align=dict(align, weight=0.0))
+    assert lz == pytest.approx(l0, rel=1e-6) and torch.allclose(gz, g0, atol=1e-7)
+
+
+def test_alignment_in_training(tmp_path):
+    res = train(tiny_cfg(tmp_path/"j", max_steps=3, val_every=0, align="jsd", align_weight=0.2))
+    recs = log_records(tmp_path/"j")
+    assert all(r["parallel"] > 0 for r in recs) and all(math.isfinite(r["loss"]) for r in recs)
+    a = train(tiny_cfg(tmp_path/"z", max_steps=3, val_every=0, align="jsd", align_weight=0.0))
+    b = train(tiny_cfg(tmp_path/"n", max_steps=3, val_every=0))
+    assert losses(tmp_path/"z") == losses(tmp_path/"n") and same_weights(weights(tmp_path/"z", "best"), weights(tmp_path/"n", "best"))
+    with pytest.raises(ConfigError, match="align must be"): tiny_cfg("x", align="cos").validate()
+    with pytest.raises(ConfigError, match="align_weight"): tiny_cfg("x", align_weight=-1).validate()
