@@ -1,6 +1,7 @@
 """The reproduction grid at smoke scale: runs, resumption, tables, significance, figures, CLI."""
 import json, subprocess, sys
 import numpy as np, pandas as pd, pytest
+import torch
 from hybrid_mlir.core import ConfigError
 from hybrid_mlir.reproduce import (reproduce, collect, table1, table2, per_language, significance, alpha_table,
                                    paired_test, row_strategy, plan, seed_differences, claims, PRESETS, Preset)
@@ -252,3 +253,44 @@ def test_cli_reproduce_compares(smoke, tmp_path):
     r = subprocess.run([sys.executable, "-m", "hybrid_mlir.cli", "reproduce", "--preset", "smoke", "--out", str(out)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--reuse" in r.stderr
+
+
+def test_converged_smoke_grid(tmp_path):
+    "The converged preset's machinery on a tiny model: patience, exact alpha, the +jsd row, interpolation, bilingual results."
+    from safetensors.torch import load_file
+    out = tmp_path / "c"
+    info = reproduce("converged-smoke", out=out, tables=False)
+    assert info["finished"] == info["total"] == 6
+    for row in ("x-x-mono", "x-y", "hybrid-0.5", "hybrid-0.5+jsd"):
+        r = json.loads((out / "A" / f"{row}-s0" / "result.json").read_text())
+        assert r["stopped"] in ("patience", "max_epochs") and 1 <= r["best_step"] <= r["steps"] and r["val_metric"] == "map"
+        assert r["precision"] in ("fp32", "bf16")
+        s = pd.read_csv(out / "A" / f"{row}-s0" / "eval" / "summary.csv")
+        assert list(s.setting) == ["mono", "cross", "multi", "bilingual"] and s.max_rank.notna().sum() == 1
+    h = json.loads((out / "A" / "hybrid-0.5-s0" / "result.json").read_text())
+    assert h["realised_alpha"] == pytest.approx(0.5, abs=0.05)
+    cfg = json.loads((out / "A" / "hybrid-0.5+jsd-s0" / "config.json").read_text())
+    assert (cfg["align"], cfg["align_weight"], cfg["false_negative_mask"], cfg["exact_alpha"]) == ("jsd", 0.2, True, True)
+    assert any("parallel" in json.loads(l) for l in (out / "A" / "hybrid-0.5+jsd-s0" / "train_log.jsonl").read_text().splitlines())
+    # interpolation: exactly the average of the same seed's X-X-mono and X-Y weights, evaluated like the others
+    w = {r: load_file(out / "A" / f"{r}-s0" / "best" / "model.safetensors") for r in ("x-x-mono", "x-y", "interpolation")}
+    for k, v in w["interpolation"].items():
+        assert torch.allclose(v, (w["x-x-mono"][k] + w["x-y"][k]) / 2, atol=1e-6), k
+    r = json.loads((out / "A" / "interpolation-s0" / "result.json").read_text())
+    assert r["steps"] == 0 and len(r["parents"]) == 2
+    assert (out / "A" / "interpolation-s0" / "eval" / "per_query.csv.gz").exists()
+
+
+def test_interpolation_needs_its_parents(tmp_path):
+    from hybrid_mlir.reproduce import run_interpolation
+    from hybrid_mlir.core import HybridMlirError
+    with pytest.raises(HybridMlirError, match="same sitting"): run_interpolation("A", 0, PRESETS["converged-smoke"], tmp_path)
+
+
+def test_converged_plan():
+    jobs = plan(PRESETS["converged"])
+    assert len([j for j in jobs if j[0] == "A" and j[1] == "hybrid-0.5"]) == 5 and len([j for j in jobs if j[0] == "B" and j[1] == "hybrid-0.5"]) == 3
+    # a seed's x-x-mono and x-y come before its interpolation (it needs their weights)
+    a0 = [r for pr, r, s in jobs if pr == "A" and s == 0]
+    assert a0.index("interpolation") > max(a0.index("x-x-mono"), a0.index("x-y"))
+    assert PRESETS["converged"].extras_of("A") == ("mkqa-xquad",) and PRESETS["converged"].extras_of("B") == ()  # B trains on XQuAD-R
