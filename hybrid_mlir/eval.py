@@ -119,37 +119,59 @@ def _search(qe, ce, block:int=512):
         D, I = index.search(np.ascontiguousarray(qe[s:s + block], dtype=np.float32), len(ce))
         yield slice(s, s + block), D, I
 
-def _relevant_ranks(S, # (b, m) float32 torch tensor: scores of b queries against the m candidates of a pool
-                    pos, # (b, k) int64 torch tensor: positions of the relevant candidates, -1 where padding
-                   ):
-    "0-based rank (descending score, ties by candidate position), score and count of candidates scoring >= it, per relevant candidate."
-    import torch
-    valid = pos >= 0; pc = pos.clamp(min=0)
-    s = S.gather(1, pc)
-    smin = torch.where(valid, s, torch.inf).min(1).values
-    # only the candidates at or above a query's lowest relevant score can outrank one of its relevant ones
-    rows, cols = (S >= smin[:, None]).nonzero(as_tuple=True)
-    vals, sr = S[rows, cols][:, None], s[rows]
-    count = lambda x: torch.zeros(pos.shape, dtype=torch.int32).index_add_(0, rows, x.int()).long()
-    gt, eq = vals > sr, vals == sr
-    n_gt, n_eq = count(gt), count(eq)
-    rank = n_gt
-    if (n_eq > 1).any():  # ties with another candidate (rare: duplicated sentences): order them by position
-        rank = n_gt + count(eq & (cols[:, None] < pc[rows]))
-    return rank, s, n_gt + n_eq
+def _relevant_counts(S:np.ndarray, # (b, m) finite float32 scores of b queries against m candidates
+                     R:np.ndarray, # (b, k) int columns of each query's relevant candidates, -1 where padding
+                     group:np.ndarray|None=None, # (m,) int in [0, g): each candidate's group (language); None: one group
+                     g:int=1, # number of groups
+                    ):
+    "Per relevant candidate and candidate group (b, k, g): candidates scoring above it, at or above it, and tied with it at a lower column."
+    S = np.ascontiguousarray(S); b, m = S.shape; k = R.shape[1]
+    valid = R >= 0
+    s = np.take_along_axis(S, np.where(valid, R, 0), 1)
+    t = np.where(valid, s, np.float32(np.inf))  # the thresholds; padding is above every score
+    # only the candidates at or above a query's lowest relevant score can outrank (or tie) one of its relevant ones
+    keep = S >= t.min(1)[:, None]
+    flat = np.flatnonzero(keep); vals = S.ravel()[flat]
+    group = np.zeros(m, np.int64) if group is None else group
+    lo = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]); hi = np.r_[lo[1:], m]  # runs of one group along the columns
+    if len(lo) <= 2 * g:  # candidates grouped (as the loaders give them): each kept one's group from the counts per run
+        nr = np.stack([np.count_nonzero(keep[:, a:z], 1) for a, z in zip(lo, hi)], 1); n = nr.sum(1)
+        base = np.repeat((np.arange(b)[:, None] * ((k + 1) * g) + group[lo][None]).ravel(), nr.ravel())
+    else:
+        n = np.count_nonzero(keep, 1); rows = np.repeat(np.arange(b), n)
+        base = rows * ((k + 1) * g) + group[flat - rows * m]
+    # bucket each kept candidate by the number of thresholds below it (hg) and at or below it (hge); then
+    # val > t_j  <=>  hg >= #{t <= t_j}   and   val >= t_j  <=>  hge >= #{t < t_j} + 1
+    hg, hge = np.zeros(len(vals), np.min_scalar_type(k)), np.zeros(len(vals), np.min_scalar_type(k))
+    for tj in t.T:
+        tj = np.repeat(tj, n); hg += vals > tj; hge += vals >= tj
+    def above(h, need):  # (b, k, g): the candidates of each group with a bucket >= need[i, j]
+        c = np.bincount(base + h.astype(np.int64) * g, minlength=b * (k + 1) * g).reshape(b, k + 1, g)
+        c = np.cumsum(c[:, ::-1], 1)[:, ::-1]
+        return c[np.arange(b)[:, None], need]
+    n_gt = above(hg, (t[:, None, :] <= t[:, :, None]).sum(2))
+    n_ge = above(hge, (t[:, None, :] < t[:, :, None]).sum(2) + 1)
+    tie = np.zeros((b, k, g), np.int64)  # ties are ranked by column: the tied candidates at a lower column
+    tied = ((n_ge - n_gt).sum(2) > 1) & valid
+    if tied.any():  # rare (duplicated sentences), unless the scores are coarse: the kept candidates of those rows
+        tr = np.flatnonzero(tied.any(1)); nt = n[tr]
+        e = np.repeat(np.cumsum(n)[tr] - n[tr] - np.cumsum(nt) + nt, nt) + np.arange(nt.sum())
+        r = np.repeat(tr, nt); c = flat[e] - r * m; v = vals[e]; rg = r * g + group[c]
+        for j in range(k):
+            hit = (v == t[r, j]) & (c < R[r, j])
+            tie[:, j] += np.bincount(rg[hit], minlength=b * g).reshape(b, g)
+    return valid, s, n_gt, n_ge, tie
 
-def pool_metrics(S, # (b, m) scores (numpy or torch) of b queries against a pool of m candidates
-                 pos, # (b, k) int positions of each query's relevant candidates in the pool, -1 where padding
-                 ks=(1, 10, 20), # cut-offs for recall@k and mAP@k
-                 check:bool=True, # refuse non-finite scores (NaN compares false: it would rank silently wrong)
-                ) -> dict:
-    "`ranking_metrics` of unsorted scores, computed from the ranks of the relevant candidates only (no full sort)."
-    import torch
-    S = torch.as_tensor(S, dtype=torch.float32); pos = torch.as_tensor(np.asarray(pos), dtype=torch.int64)
-    if check and not torch.isfinite(S).all(): raise ValueError("scores must be finite (NaN or inf embeddings?)")
-    valid = (pos >= 0).numpy(); n_rel = valid.sum(1)
+# %% ../nbs/06_eval.ipynb #637d8eae
+def _metrics_of_ranks(valid, # (b, k) bool: a real relevant candidate (False: padding)
+                      rank, # (b, k) int 0-based ranks (descending score, ties by position)
+                      s, # (b, k) their scores
+                      n_ge, # (b, k) int: candidates scoring at or above each
+                      ks=(1, 10, 20), # cut-offs for recall@k and mAP@k
+                     ) -> dict:
+    "AP (sklearn's tie-aware thresholds), recall@k, AP@k, rank distance and Max@R from the ranks of the relevant candidates."
+    n_rel = valid.sum(1)
     if (n_rel <= 0).any(): raise ValueError("every query needs at least one relevant candidate")
-    rank, s, n_ge = (t.numpy() for t in _relevant_ranks(S, pos))
     # AP: sklearn's thresholds, so the precision at a relevant candidate counts every tie with it
     r_ge = ((s[:, None, :] >= s[:, :, None]) & valid[:, None, :]).sum(2)
     out = {"ap": np.where(valid, r_ge / np.maximum(n_ge, 1), 0).sum(1) / n_rel}
@@ -161,8 +183,21 @@ def pool_metrics(S, # (b, m) scores (numpy or torch) of b queries against a pool
         out[f"recall@{k}"] = hit.sum(1) / n_rel
         out[f"ap@{k}"] = np.where(hit, i1 / (np.where(hit, r, 0) + 1), 0).sum(1) / np.minimum(n_rel, k)
     out["rank_distance"] = (np.where(valid, rank, -1).max(1) - np.where(valid, rank, big).min(1)).astype(float)
-    out["max_rank"] = (np.where(valid, rank, -1).max(1) + 1).astype(float)  # Max@R
+    out["max_rank"] = (np.where(valid, rank, -1).max(1) + 1).astype(float)  # Max@R: 1-based rank of the lowest-ranked relevant one
     return out
+
+def pool_metrics(S, # (b, m) scores (numpy or torch) of b queries against a pool of m candidates
+                 pos, # (b, k) int positions of each query's relevant candidates in the pool, -1 where padding
+                 ks=(1, 10, 20), # cut-offs for recall@k and mAP@k
+                 check:bool=True, # refuse non-finite scores (NaN compares false: it would rank silently wrong)
+                ) -> dict:
+    "`ranking_metrics` of unsorted scores, computed from the ranks of the relevant candidates only (no sort)."
+    if hasattr(S, "detach"): S = S.detach().cpu().numpy()
+    S = np.asarray(S, np.float32); pos = np.asarray(pos, np.int64)
+    if check and not np.isfinite(S).all(): raise ValueError("scores must be finite (NaN or inf embeddings?)")
+    if ((pos >= 0).sum(1) <= 0).any(): raise ValueError("every query needs at least one relevant candidate")
+    valid, s, n_gt, n_ge, tie = _relevant_counts(S, pos)
+    return _metrics_of_ranks(valid, (n_gt + tie)[..., 0], s, n_ge[..., 0], ks)
 
 # %% ../nbs/06_eval.ipynb #c5d2e8f1
 _BIL_COLS = ("max_rank", "complete@10", "english_inclination")  # the bilingual pools' extra measures
@@ -191,32 +226,54 @@ def english_inclination(S, # (b, m) finite scores (numpy or torch) of b queries 
     return torch.where(has, out.double(), torch.nan).numpy()
 
 # %% ../nbs/06_eval.ipynb #f4c8a1d6
-def _score_pool(S, # (n, m) torch float32 scores of the pool's queries against its candidates
-                q_x, c_rel_ids, ks, recall_k, block:int=256,
-                bilingual:bool=False, # also Max@R, Complete@10 and English inclination (NaN unless `en` is given)
-                en=None, # (m,) bool: the pool's English candidates (bilingual pools, X queries)
-               ):
-    "Per-query metrics of queries with xling ids `q_x` against a pool whose candidates answer `c_rel_ids`."
-    pos = {}  # relevance as a sparse map: xling id -> positions in the pool
-    for j, ids in enumerate(c_rel_ids):
-        for x in ids: pos.setdefault(x, []).append(j)
-    has = np.array([x in pos for x in q_x], bool); rows = np.flatnonzero(has)
-    if not len(rows): return has, {}
-    kmax = max(len(pos[q_x[i]]) for i in rows)
-    P = np.full((len(rows), kmax), -1, np.int64)
-    for r, i in enumerate(rows): p = pos[q_x[i]]; P[r, :len(p)] = p
-    keys = ["ap", "recall", "rank_distance"] + [f"ap@{k}" for k in ks] + (list(_BIL_COLS) if bilingual else [])
-    out = {k: np.empty(len(rows)) for k in keys}
-    S = S[rows] if len(rows) < len(S) else S
-    for s in range(0, len(rows), block):
-        sl = slice(s, s + block)
-        m = pool_metrics(S[sl], P[sl], ks=tuple(sorted(set(ks) | {recall_k})), check=False)
-        out["ap"][sl] = m["ap"]; out["recall"][sl] = m[f"recall@{recall_k}"]; out["rank_distance"][sl] = m["rank_distance"]
-        for k in ks: out[f"ap@{k}"][sl] = m[f"ap@{k}"]
-        if bilingual:
-            out["max_rank"][sl] = m["max_rank"]; out["complete@10"][sl] = m["max_rank"] <= 10
-            out["english_inclination"][sl] = english_inclination(S[sl], P[sl], en) if en is not None else np.nan
-    return has, out
+def _relevance(q_x, # (n,) each query's xling id
+               c_x, # (m,) each candidate's list of the xling ids it answers
+              ) -> np.ndarray:
+    "(n, k) columns of each query's relevant candidates in ascending order, -1 where padding."
+    ids = pd.Index(pd.unique(np.asarray(q_x, object)))
+    lens = np.fromiter(map(len, c_x), np.int64, len(c_x))
+    code = ids.get_indexer(list(itertools.chain.from_iterable(c_x))) if lens.sum() else np.zeros(0, np.int64)
+    cand = np.repeat(np.arange(len(c_x)), lens)[code >= 0]; code = code[code >= 0]  # (id, candidate) pairs a query asks for
+    o = np.argsort(code, kind="stable"); code, cand = code[o], cand[o]  # by id, then by candidate
+    cnt = np.bincount(code, minlength=len(ids)); start = np.cumsum(cnt) - cnt
+    qc = ids.get_indexer(q_x); n = cnt[qc]
+    R = np.full((len(q_x), max(int(n.max(initial=0)), 1)), -1, np.int64)
+    j = np.arange(R.shape[1])[None]; fill = j < n[:, None]
+    R[fill] = cand[(start[qc][:, None] + j)[fill]]
+    return R
+
+def _score_pools(S, # (n, m) float32 scores of one query language's queries against every candidate
+                 R, # (n, k) columns of each query's relevant candidates (`_relevance`), -1 where padding
+                 langs:np.ndarray, # the candidate languages, sorted
+                 group:np.ndarray, # (m,) each candidate's language as an index into `langs`
+                 pools, # [(setting, pool)]: pool 'all', a language or 'en+X'
+                 ks, # extra mAP@k cut-offs
+                ) -> dict:
+    "(setting, pool) -> (has a relevant candidate, per-query metrics), every pool from one count of the candidates above each relevant one."
+    R = R[:, :max(int((R >= 0).sum(1).max(initial=0)), 1)]
+    if not (R >= 0).any(): return {p: (np.zeros(len(R), bool), {}) for p in pools}
+    valid, s, n_gt, n_ge, tie = _relevant_counts(S, R, group, len(langs))
+    rank, rgroup, out = n_gt + tie, group[np.where(valid, R, 0)], {}
+    for setting, pool in pools:
+        inp = np.ones(len(langs), bool) if pool == "all" else np.isin(langs, pool.split("+"))  # the pool's languages
+        gi = np.flatnonzero(inp); add = lambda x: x[:, :, gi[0]] if len(gi) == 1 else x[:, :, gi].sum(2)  # over its languages
+        v = valid & inp[rgroup]; has = v.any(1); rows = np.flatnonzero(has)
+        if not len(rows): out[setting, pool] = has, {}; continue
+        # the pool's relevant candidates left-packed in column (= pool position) order, as `pool_metrics` has them
+        o = np.argsort(~v[rows], 1, kind="stable")[:, :int(v[rows].sum(1).max())]
+        take = lambda a: np.take_along_axis(a[rows], o, 1)
+        rk = 10 if setting == "multi" else 1
+        m = _metrics_of_ranks(take(v), take(add(rank)), take(s), take(add(n_ge)), ks=tuple(sorted(set(ks) | {rk})))
+        res = {"ap": m["ap"], "recall": m[f"recall@{rk}"], "rank_distance": m["rank_distance"], **{f"ap@{k}": m[f"ap@{k}"] for k in ks}}
+        if setting.startswith("bilingual"):
+            res |= {"max_rank": m["max_rank"], "complete@10": (m["max_rank"] <= 10).astype(float),
+                    "english_inclination": np.full(len(rows), np.nan)}
+            if setting == "bilingual":  # the X queries: English inclination within the pool
+                ci = np.flatnonzero(inp[group])
+                pos = np.where(take(v), np.searchsorted(ci, take(R)), -1)
+                res["english_inclination"] = english_inclination(S[rows][:, ci], pos, langs[group[ci]] == "en")
+        out[setting, pool] = has, res
+    return out
 
 # %% ../nbs/06_eval.ipynb #15a7fcd5
 @dataclass
@@ -254,16 +311,12 @@ def _pools(settings, langs) -> list[tuple[str, str, str]]:
             else: pools += [(s, l1, l2) for l2 in langs if l2 != l1]
     return pools
 
-def _pool_cands(clang:np.ndarray, pool:str) -> np.ndarray:
-    "Positions of a pool's candidates (in candidate order): one language, 'all' or 'en+X'."
-    return np.arange(len(clang)) if pool == "all" else np.flatnonzero(np.isin(clang, pool.split("+")))
-
 def _nanmean(v) -> float: return float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
 
 # %% ../nbs/06_eval.ipynb #e6a8c0d2
 def _tables(pools, scored, qid, ks, bil:bool):
     "Summary (mean over query languages; bilingual-en rows stay per language), per-language and per-query tables."
-    lang_rows, q_rows = [], []
+    lang_rows, parts = [], []
     for s, l1, l2 in pools:
         qi, rk, (has, m) = scored[s, l1, l2]
         n = int(has.sum())
@@ -273,9 +326,7 @@ def _tables(pools, scored, qid, ks, bil:bool):
                    rank_distance=float(np.mean(m["rank_distance"])) if (n and s == "multi") else np.nan)
         if bil: row |= {k: _nanmean(m[k]) if (n and s.startswith("bilingual")) else np.nan for k in _BIL_COLS}
         lang_rows.append(row)
-        if n: q_rows.append(pd.DataFrame(dict(setting=s, qid=qid[qi][has], q_lang=l1, c_lang=l2,
-                                              ap=m["ap"], recall=m["recall"], rank_distance=m["rank_distance"],
-                                              **{k: m[k] for k in _BIL_COLS if k in m})))
+        if n: parts.append((s, l1, l2, qi[has], m))
     per_lang = pd.DataFrame(lang_rows)
     summ = (per_lang[per_lang.setting != "bilingual-en"].groupby("setting", sort=False)  # bilingual-en: per language only
             .agg(map=("map", "mean"), recall=("recall", "mean"), recall_k=("recall_k", "first"),
@@ -283,7 +334,14 @@ def _tables(pools, scored, qid, ks, bil:bool):
                  **{k: (k, "mean") for k in (_BIL_COLS if bil else ())},
                  n_queries=("n_queries", "sum"), n_skipped=("n_skipped", "sum"), n_pools=("map", "size"))
             .reset_index())
-    return summ, per_lang, pd.concat(q_rows, ignore_index=True) if q_rows else pd.DataFrame()
+    if not parts: return summ, per_lang, pd.DataFrame()
+    # one frame from the pools' columns laid end to end (a frame per pool and a concat cost more than the metrics)
+    n = [len(p[3]) for p in parts]; rep = lambda i: np.repeat(np.array([p[i] for p in parts], object), n)
+    cols = ["ap", "recall", "rank_distance"] + [k for k in _BIL_COLS if any(k in p[4] for p in parts)]
+    col = lambda k: np.concatenate([p[4][k] if k in p[4] else np.full(len(p[3]), np.nan) for p in parts])
+    per_q = pd.DataFrame(dict(setting=rep(0), qid=qid[np.concatenate([p[3] for p in parts])], q_lang=rep(1), c_lang=rep(2),
+                              **{k: col(k) for k in cols}))
+    return summ, per_lang, per_q
 
 # %% ../nbs/06_eval.ipynb #a9d3b5e7
 def evaluate(encoder, # anything with `encode(texts, kind) -> (n, d)` normalised float array
@@ -309,20 +367,16 @@ def evaluate(encoder, # anything with `encode(texts, kind) -> (n, d)` normalised
     qlang, clang = Q.lang.to_numpy(), C.lang.to_numpy()
     pools = _pools(settings, ds.langs)
     import torch
-    qx, cx = Q.xling_id.to_numpy(), C.xling_ids.to_numpy()
     if not (np.isfinite(qe).all() and np.isfinite(ce).all()): raise ValueError(f"{ds.name}: the encoder returned NaN or inf embeddings")
+    R = _relevance(Q.xling_id.to_numpy(), C.xling_ids.to_numpy())  # each question's relevant candidates, in every language
+    langs, group = np.unique(clang, return_inverse=True)
     ct, scored = torch.from_numpy(np.ascontiguousarray(ce, np.float32)), {}
     with torch.inference_mode():
         for l1 in dict.fromkeys(l1 for _, l1, _ in pools):
-            # one exact exhaustive search per query language: the scores against every candidate, then sliced per pool
+            # one exact exhaustive search per query language: the scores against every candidate, every pool counted from them
             qi = np.flatnonzero(qlang == l1); S1 = torch.from_numpy(np.ascontiguousarray(qe[qi], np.float32)) @ ct.T
-            for s, l, l2 in pools:
-                if l != l1: continue
-                ci = _pool_cands(clang, l2)
-                rk = 10 if s == "multi" else 1
-                S = S1 if l2 == "all" else S1.index_select(1, torch.from_numpy(ci))
-                bi = dict(bilingual=True, en=(clang[ci] == "en") if s == "bilingual" else None) if s.startswith("bilingual") else {}
-                scored[s, l1, l2] = qi, rk, _score_pool(S, qx[qi].tolist(), cx[ci].tolist(), ks, rk, **bi)
+            res = _score_pools(S1.numpy(), R[qi], langs, group, [(s, l2) for s, l, l2 in pools if l == l1], ks)
+            for (s, l2), r in res.items(): scored[s, l1, l2] = qi, 10 if s == "multi" else 1, r
     summ, per_lang, per_q = _tables(pools, scored, Q.qid.to_numpy(), ks, bil)
     info = dict(data=ds.name, langs=list(ds.langs), n_questions=len(Q), n_candidates=len(C),
                 model=getattr(encoder, "name", type(encoder).__name__), fingerprint=getattr(encoder, "fingerprint", None),

@@ -353,3 +353,113 @@ def test_precision_recorded():
     assert evaluate(enc, ds, settings=("mono",), cache=False).info["precision"] == "fp32"
     enc = ScoreEncoder(enc.c, enc.s, precision="bf16")
     assert evaluate(enc, ds, settings=("mono",), cache=False).info["precision"] == "bf16"
+
+
+# ---------------------------------------------------------------- the counted path against a straightforward reference
+from hybrid_mlir.eval import _relevant_counts, _relevance
+
+
+@pytest.mark.parametrize("layout", ["scattered", "sorted", "blocks"])
+@pytest.mark.parametrize("seed", range(4))
+def test_relevant_counts_per_group_equal_brute_force(seed, layout):
+    "Counts above / at or above / tied at a lower column, per candidate group, against comparing every candidate."
+    rng = np.random.default_rng(seed)
+    b, m, k, g = 30, int(rng.integers(1, 300)), int(rng.integers(1, 9)), int(rng.integers(1, 5))
+    S = np.round(rng.normal(size=(b, m)), int(seed % 3)).astype(np.float32)  # seed 0: scores in a handful of values
+    grp = rng.integers(0, g, m)  # scattered: a group's candidates anywhere (counted one by one)
+    if layout != "scattered": grp = np.sort(grp)  # sorted: one run of columns per group (counted per run)
+    if layout == "blocks": grp = np.roll(grp, m // 3)  # a group split in two runs
+    R = np.full((b, k), -1)
+    for i in range(b - 1): c = rng.choice(m, min(m, int(rng.integers(1, k + 1))), replace=False); R[i, :len(c)] = c
+    valid, s, n_gt, n_ge, tie = _relevant_counts(S, R, grp, g)  # the last query has none: all zero
+    for i in range(b):
+        for j in range(k):
+            if R[i, j] < 0: assert not valid[i, j]; continue
+            x = S[i, R[i, j]]
+            for h in range(g):
+                inh = grp == h
+                assert (n_gt[i, j, h], n_ge[i, j, h]) == ((S[i] > x)[inh].sum(), (S[i] >= x)[inh].sum())
+                assert tie[i, j, h] == ((S[i] == x) & (np.arange(m) < R[i, j]))[inh].sum()
+
+
+def test_relevance_lists_every_language():
+    test = _relevance(np.array(["a", "b", "a", "z"], object), [["b"], ["a", "b"], [], ["a"], ["q"]])
+    np.testing.assert_array_equal(test, [[1, 3], [0, 1], [1, 3], [-1, -1]])
+
+
+class TableEncoder:
+    "Each text's vector from a table: small multiples of 1/4, so every score is exact (numpy = torch) and ties abound."
+    def __init__(self, vecs): self.v = vecs
+    def encode(self, texts, kind="query", **kw): return np.stack([self.v[kind, t] for t in texts]).astype(np.float32)
+
+
+def _random_set(seed, shuffle=True):
+    """Four languages with candidates in shuffled language order (or grouped, as the loaders give them), duplicated
+    sentences (exact ties), candidates that answer several questions or none, and questions that have no answer in
+    some languages (skipped there)."""
+    rng = np.random.default_rng(seed)
+    langs, n_ids, d = ("de", "en", "th", "zh"), 25, 4
+    ids = [f"x{i}" for i in range(n_ids)]
+    q_rows, c_rows, vecs = [], [], {}
+    for l in langs:
+        asked = [x for x in ids if rng.random() < .85]
+        for x in asked:
+            qid = f"{x}-{l}"; q_rows.append((qid, x, l, qid)); vecs["query", qid] = rng.integers(-2, 3, d) / 4
+        for c in range(int(rng.integers(15, 40))):
+            ans = [x for x in rng.choice(ids, int(rng.choice([0, 1, 1, 1, 2])), replace=False)]
+            text = f"{l}-c{c}"
+            vecs["passage", text] = rng.integers(-2, 3, d) / 4
+            c_rows.append((text, l, ans))
+    for r in rng.choice(len(c_rows), 8, replace=False):  # duplicated sentences: same text, same vector, other answers
+        t, l, _ = c_rows[r]; c_rows.append((t, l, [str(rng.choice(ids))]))
+    c_rows = [c_rows[i] for i in rng.permutation(len(c_rows))]  # candidates not grouped by language
+    if not shuffle: c_rows.sort(key=lambda r: r[1])
+    Q = pd.DataFrame(dict(qid=[r[0] for r in q_rows], xling_id=[r[1] for r in q_rows], lang=[r[2] for r in q_rows], text=[r[3] for r in q_rows]))
+    C = pd.DataFrame(dict(cid=range(len(c_rows)), lang=[r[1] for r in c_rows], text=[r[0] for r in c_rows], xling_ids=[r[2] for r in c_rows]))
+    return LAReQA(f"random-{seed}", Q, C, langs), TableEncoder(vecs)
+
+
+def _reference(ds, enc, settings):
+    "Every pool the plain way: its score matrix, a stable sort (ties by position), `ranking_metrics`; English inclination from the ranks."
+    from hybrid_mlir.eval import _pools
+    Q, C = ds.questions, ds.candidates
+    qe, ce = enc.encode(Q.text.tolist(), "query"), enc.encode(C.text.tolist(), "passage")
+    rows = []
+    for s, l1, pool in _pools(settings, ds.langs):
+        ci = np.arange(len(C)) if pool == "all" else np.flatnonzero(C.lang.isin(pool.split("+")))
+        for i in np.flatnonzero(Q.lang == l1):
+            rel = np.array([Q.xling_id[i] in C.xling_ids[j] for j in ci])
+            if not rel.any(): continue
+            sc = (qe[i] @ ce[ci].T)[None]
+            o = np.argsort(-sc, 1, kind="stable"); rank = np.argsort(o[0], kind="stable")
+            m = ranking_metrics(np.take_along_axis(sc, o, 1), rel[o], ks=(1, 10, 20))
+            rk = 10 if s == "multi" else 1
+            row = dict(setting=s, qid=Q.qid[i], c_lang=pool, ap=m["ap"][0], recall=m[f"recall@{rk}"][0], rank_distance=m["rank_distance"][0])
+            if s.startswith("bilingual"):
+                en = (C.lang.to_numpy()[ci] == "en"); rx = rank[rel & ~en]
+                row |= {"max_rank": m["max_rank"][0], "complete@10": float(m["max_rank"][0] <= 10),
+                        "english_inclination": np.nan if s == "bilingual-en" or not len(rx) else float((rank[en & ~rel] < rx.min()).any())}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("seed", range(3))
+def test_evaluate_equals_the_sorted_reference(seed, shuffle):
+    "The counted, pool-summing evaluation = sorting every pool's full ranking, every metric, on random data with ties."
+    ds, enc = _random_set(seed, shuffle)
+    settings = ALL_SETTINGS
+    res = evaluate(enc, ds, settings=settings, cache=False)
+    want = _reference(ds, enc, settings)
+    got = res.per_query
+    assert len(got) == len(want) > 0
+    np.testing.assert_array_equal(got.setting, want.setting); np.testing.assert_array_equal(got.qid, want.qid)
+    np.testing.assert_array_equal(got.c_lang, want.c_lang)
+    for col in ["ap", "recall", "rank_distance", "max_rank", "complete@10", "english_inclination"]:
+        np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float), rtol=1e-12, atol=1e-12, err_msg=col)
+    assert got["english_inclination"].notna().any() and (got["max_rank"] > 1).any()
+    # the per-language means are those of the per-query rows (skipped queries counted, never averaged)
+    pl = res.per_language.set_index(["setting", "q_lang", "c_lang"])
+    mean = got.groupby(["setting", "q_lang", "c_lang"]).ap.mean()
+    np.testing.assert_allclose(pl.loc[mean.index, "map"], mean, rtol=1e-12)
+    assert pl.n_skipped.sum() > 0
