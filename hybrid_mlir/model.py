@@ -272,8 +272,8 @@ def weights_digest(self:Encoder) -> str:
 
 @patch
 def train(self:Encoder, mode:bool=True):
-    "Set training mode; entering it forgets the recorded weights digest (see below)."
-    if mode: self._weights_sha = None
+    "Set training mode; entering it forgets the recorded weights digest and the bf16 copy (fused AdamW does not bump versions)."
+    if mode: self._weights_sha, self._lowp = None, None
     return torch.nn.Module.train(self, mode)
 
 @patch(as_prop=True)

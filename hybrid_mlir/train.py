@@ -37,7 +37,7 @@ _STRATEGY_ALIASES = {"x-x-mono": "mono", "x-y": "cross", "x-x": "mixed"}
 LEGACY = dict(warmup_from_zero=True, exact_alpha=False, keyed_streams=False, false_negative_mask=False, val_metric="loss")
 # settings that may change when a run is resumed (they do not change the trajectory; the folder may have moved)
 RESUME_FREE = ("resume", "out", "keep_checkpoints", "threads", "eval", "eval_langs", "eval_n_ids", "eval_settings", "eval_extra",
-               "progress", "device")
+               "progress", "device", "bf16")  # bf16: the older name of precision, which is compared itself
 
 @dataclass
 class TrainConfig:
@@ -298,7 +298,7 @@ def build_encoder(cfg:TrainConfig, # uses model, max_len_query, max_len_passage,
     if spec == "tiny" or spec.startswith("tiny:"):
         try: seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
         except ValueError: raise ConfigError(f"model {spec!r}: expected tiny or tiny:<integer seed>") from None
-        enc = tiny_encoder(seed, **kw)
+        enc = tiny_encoder(seed, precision=cfg.precision, **kw)
         if device is not None: enc = enc.to(device)
     else: enc = load_encoder(spec, device=None if device is None else str(device), precision=cfg.precision, **kw)
     if cfg.dropout is not None: set_dropout(enc, cfg.dropout)
@@ -716,6 +716,7 @@ def _train(cfg, encoder, callback, rank, world, device, out, main, log):
             opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"]); sampler.load_state_dict(ck["sampler"])
             set_rng_state(ck["rng"][rank])
             S.update({k: ck.get(k, S[k]) for k in S})
+            if "best_val" not in ck: S["best_val"] = ck.get("best_val_loss", float("inf"))  # a checkpoint from before val_metric: loss
             resumed_from = ck["folder"]
             log.info(f"resuming {out} at step {S['step']} from {resumed_from}")
         if main: _rewrite_log(out/"train_log.jsonl", S["step"], dict(event="resume", step=S["step"], checkpoint=resumed_from,

@@ -281,3 +281,14 @@ def test_bf16_real_model_close_to_fp32(e5):
     texts = list(SCRIPTS.values())
     for kind in ("query", "passage"):
         assert (f.encode(texts, kind) * b.encode(texts, kind)).sum(1).min() > 0.9999
+
+
+def test_bf16_copy_follows_fused_optimizer_steps():
+    "Fused AdamW does not bump parameter versions: entering train mode drops the bf16 copy, so encode never runs stale weights."
+    enc = tiny_encoder(seed=7, precision="bf16")
+    before = enc.encode(["hello world"])
+    enc.train(); opt = torch.optim.AdamW(enc.parameters(), lr=1e-2, fused=True)
+    enc.embed(["hello world"]).sum().backward(); opt.step(); enc.eval()
+    after = enc.encode(["hello world"])
+    fresh = tiny_encoder(seed=7, precision="bf16"); fresh.model.load_state_dict(enc.model.state_dict())
+    assert not np.allclose(before, after) and np.allclose(after, fresh.encode(["hello world"]), atol=1e-6)

@@ -268,7 +268,8 @@ def test_converged_smoke_grid(tmp_path):
         s = pd.read_csv(out / "A" / f"{row}-s0" / "eval" / "summary.csv")
         assert list(s.setting) == ["mono", "cross", "multi", "bilingual"] and s.max_rank.notna().sum() == 1
     h = json.loads((out / "A" / "hybrid-0.5-s0" / "result.json").read_text())
-    assert h["realised_alpha"] == pytest.approx(0.5, abs=0.05)
+    # 9 batches an epoch here: exactly round(0.5 x 9) = 4 X-X-mono batches per whole epoch, the rest of a cut epoch in between
+    assert abs(h["realised_alpha"] - 0.5) <= 1 / 9 + 1e-9
     cfg = json.loads((out / "A" / "hybrid-0.5+jsd-s0" / "config.json").read_text())
     assert (cfg["align"], cfg["align_weight"], cfg["false_negative_mask"], cfg["exact_alpha"]) == ("jsd", 0.2, True, True)
     assert any("parallel" in json.loads(l) for l in (out / "A" / "hybrid-0.5+jsd-s0" / "train_log.jsonl").read_text().splitlines())
