@@ -11,8 +11,8 @@ import numpy as np, pandas as pd
 from .core import DataError, ConfigError, data_dir, sha256_file, get_logger
 
 # %% auto #0
-__all__ = ['LAREQA_LANGS', 'SHA256', 'fetch', 'parse_lareqa_file', 'LAReQA', 'load_lareqa', 'subsample', 'training_pairs',
-           'train_val_split']
+__all__ = ['LAREQA_LANGS', 'SHA256', 'fetch', 'parse_lareqa_file', 'LAReQA', 'load_lareqa', 'subsample', 'restrict',
+           'training_pairs', 'train_val_split']
 
 # %% ../nbs/01_data.ipynb #9f3adcc0
 LAREQA_LANGS = {
@@ -189,11 +189,14 @@ def subsample(ds:LAReQA, n_ids:int, seed:int=0) -> LAReQA:
     "A slice of `ds` with `n_ids` random question ids and the candidates of their paragraphs."
     ids = sorted(ds.questions.xling_id.unique())
     if not 0 < n_ids <= len(ids): raise ConfigError(f"n_ids={n_ids} must be in 1..{len(ids)}")
-    keep = set(random.Random(seed).sample(ids, n_ids))
+    return restrict(ds, set(random.Random(seed).sample(ids, n_ids)), f"{ds.name}[{n_ids}]")
+
+def restrict(ds:LAReQA, keep:set, name:str) -> LAReQA:
+    "The questions of the ids in `keep` and the candidates of their paragraphs (relevance limited to `keep`)."
     q = ds.questions[ds.questions.xling_id.isin(keep)].reset_index(drop=True)
     c = ds.candidates[ds.candidates.pid.isin(set(q.pid))].reset_index(drop=True)
     c = c.assign(xling_ids=[[x for x in xs if x in keep] for xs in c.xling_ids])
-    return LAReQA(f"{ds.name}[{n_ids}]", q, c, ds.langs, ds.files)
+    return LAReQA(name, q, c, ds.langs, ds.files)
 
 # %% ../nbs/01_data.ipynb #43e42c5d
 def training_pairs(ds:LAReQA, seed:int=0, source:str|None=None):

@@ -64,7 +64,7 @@ class Preset:
         return tuple(self.eval_extra) if PROTOCOLS[protocol][0] != "xquad-r" else ()
 
 # the 30-step presets were run before the fixes of the converged experiments: they keep the settings they were made with
-from .train import LEGACY as EARLY_REGIME
+from .train import LEGACY as EARLY_REGIME, evaluate_all
 PRESETS = {
     "default": Preset("default", train=dict(max_steps=30, batch_size=32, val_every=10, patience=None, warmup=0.1, keep_checkpoints=False,
                                             **EARLY_REGIME)),
@@ -126,13 +126,7 @@ def run_base(protocol:str, p:Preset, out:Path) -> Path:
 
 def _evaluate_all(enc, ds, p:Preset, protocol:str, d:Path):
     "Every evaluation a run of preset `p` needs, while its weights exist: the LAReQA settings, then the extra sets."
-    from hybrid_mlir.eval import evaluate
-    r = evaluate(enc, ds, settings=tuple(p.eval_settings))
-    r.info.update(machine=run_info()); r.save(d/"eval")
-    if p.extras_of(protocol):
-        from hybrid_mlir.beir import eval_extra
-        for x in p.extras_of(protocol): eval_extra(enc, x, d/f"eval-{x.replace(':', '-').replace('/', '-')}")
-    return r
+    return evaluate_all(enc, ds, p.eval_settings, p.extras_of(protocol), d/"eval")
 
 def run_interpolation(protocol:str, seed:int, p:Preset, out:Path) -> Path:
     "The uniform average of the same seed's X-X-mono and X-Y weights, evaluated with no training (the control for Hybrid)."

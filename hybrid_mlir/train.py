@@ -21,7 +21,7 @@ __all__ = ['STRATEGIES', 'LEGACY', 'RESUME_FREE', 'CHECKPOINT', 'PREV_CHECKPOINT
            'parallel_queries', 'held_out_pools', 'validation_map', 'build_encoder', 'set_dropout', 'make_optimizer',
            'linear_schedule', 'batch_loss', 'validation_loss', 'rng_state', 'set_rng_state', 'save_checkpoint',
            'verify_checkpoint', 'load_checkpoint', 'RunLock', 'setup_distributed', 'allreduce_gradients', 'train',
-           'final_evaluation', 'config_from_args', 'cmd_train', 'add_cli']
+           'evaluate_all', 'final_evaluation', 'config_from_args', 'cmd_train', 'add_cli']
 
 # %% ../nbs/05_train.ipynb #d15d6ef5
 class TrainingDiverged(HybridMlirError, RuntimeError):
@@ -269,15 +269,11 @@ def parallel_queries(t:RowTables, rows, q_lang, p_lang, rng:np.random.Generator)
 
 def held_out_pools(sets:dict, train_pairs) -> dict:
     "name -> the LAReQA slice of each training set's held-out question ids (their questions, their paragraphs' sentences)."
-    from hybrid_mlir.data import LAReQA
+    from hybrid_mlir.data import restrict
     seen, pools = set(train_pairs["xling_id"]), {}
     for name, ds in sets.items():
         keep = set(ds.questions.xling_id) - seen
-        if not keep: continue
-        q = ds.questions[ds.questions.xling_id.isin(keep)].reset_index(drop=True)
-        c = ds.candidates[ds.candidates.pid.isin(set(q.pid))].reset_index(drop=True)
-        c = c.assign(xling_ids=[[x for x in xs if x in keep] for xs in c.xling_ids])
-        pools[name] = LAReQA(f"{ds.name}[held-out {len(keep)}]", q, c, ds.langs, ds.files)
+        if keep: pools[name] = restrict(ds, keep, f"{ds.name}[held-out {len(keep)}]")
     return pools
 
 def validation_map(enc, pools:dict) -> dict:
@@ -857,6 +853,16 @@ def _train(cfg, encoder, callback, rank, world, device, out, main, log):
     if main: write_json(res, out/"result.json")
     return res
 
+def evaluate_all(enc, ds, settings, extras, out_dir, **info):
+    "Every evaluation a run needs while its weights exist: the LAReQA settings saved to `out_dir`, each extra set beside it."
+    from hybrid_mlir.eval import evaluate
+    r = evaluate(enc, ds, settings=tuple(settings))
+    r.info.update(machine=run_info(), **info); r.save(out_dir)
+    if extras:
+        from hybrid_mlir.beir import eval_extra
+        for x in extras: eval_extra(enc, x, Path(out_dir).parent/f"eval-{x.replace(':', '-').replace('/', '-')}")
+    return r
+
 def final_evaluation(cfg:TrainConfig, model_dir, out_dir, device=None) -> list:
     "Evaluate the saved encoder in `model_dir` on `cfg.eval`; save to `out_dir`; return the summary records."
     from hybrid_mlir.data import load_lareqa, subsample
@@ -865,12 +871,7 @@ def final_evaluation(cfg:TrainConfig, model_dir, out_dir, device=None) -> list:
     ds = load_lareqa(cfg.eval, langs=cfg.eval_langs)
     if cfg.eval_n_ids: ds = subsample(ds, min(cfg.eval_n_ids, ds.questions.xling_id.nunique()), seed=0)
     enc = load_encoder(model_dir, device=None if device is None else str(device), precision=cfg.precision)
-    r = evaluate(enc, ds, settings=tuple(cfg.eval_settings))
-    r.info.update(model_dir=str(model_dir), train_config=cfg.to_dict(), machine=run_info())
-    r.save(out_dir)
-    if cfg.eval_extra:
-        from hybrid_mlir.beir import eval_extra
-        for x in cfg.eval_extra: eval_extra(enc, x, Path(out_dir).parent/f"eval-{x.replace(':', '-').replace('/', '-')}")
+    r = evaluate_all(enc, ds, cfg.eval_settings, cfg.eval_extra, out_dir, model_dir=str(model_dir), train_config=cfg.to_dict())
     get_logger().info(f"evaluation of {model_dir} on {ds.name}:\n{r}")
     return r.summary.to_dict("records")
 
