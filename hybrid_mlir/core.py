@@ -4,14 +4,17 @@
 
 # %% ../nbs/00_core.ipynb #7ed83a81
 from __future__ import annotations
-import os, sys, hashlib, random, logging, tempfile, contextlib, json
+import os, sys, re, math, shutil, hashlib, random, logging, tempfile, contextlib, json, argparse
 from pathlib import Path
 import numpy as np
+from . import __version__
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'HybridMlirError', 'DataError', 'ConfigError', 'CheckpointError', 'cache_dir', 'data_dir', 'in_test',
-           'seed_everything', 'sha256_file', 'atomic_write', 'write_json', 'get_logger', 'cpu_has_bf16',
-           'resolve_precision', 'run_info']
+           'seed_everything', 'sha256_file', 'atomic_write', 'write_json', 'atomic_dir', 'file_record',
+           'write_manifest', 'check_manifest', 'csv_list', 'pos_int', 'int_list', 'minutes_arg', 'check_alpha',
+           'alpha_arg', 'slug', 'get_logger', 'hf_quiet', 'state_digest', 'cpu_has_bf16', 'resolve_precision',
+           'run_info']
 
 # %% ../nbs/00_core.ipynb #022d3b9a
 class HybridMlirError(Exception):
@@ -61,6 +64,7 @@ def sha256_file(path, chunk:int=1<<20) -> str:
         for b in iter(lambda: f.read(chunk), b""): h.update(b)
     return h.hexdigest()
 
+# %% ../nbs/00_core.ipynb #0e420325
 @contextlib.contextmanager
 def atomic_write(path, mode:str="w", **kw):
     "Open a temp file beside `path`; on success fsync and rename it to `path`, on error delete it."
@@ -79,6 +83,134 @@ def write_json(obj, path, **kw):
     "Write `obj` as indented JSON atomically."
     with atomic_write(path, "w", encoding="utf-8") as f: json.dump(obj, f, indent=2, ensure_ascii=False, default=str, **kw)
 
+# %% ../nbs/00_core.ipynb #4df9725d
+def _fsync(path):
+    "fsync a file or a folder (a folder's entry list), where the OS allows it."
+    try: fd = os.open(path, os.O_RDONLY)
+    except OSError: return
+    try: os.fsync(fd)
+    except OSError: pass
+    finally: os.close(fd)
+
+def _swap_in(tmp:Path, path:Path, prev:Path|None):
+    "Rename `tmp` to `path`; an existing `path` is moved to `prev` (or deleted). Lost race: theirs stays."
+    if path.exists():
+        old = prev if prev is not None else path.with_name(f".{path.name}.old{os.getpid()}")
+        if old.exists(): shutil.rmtree(old)
+        os.replace(path, old)
+        if prev is None: shutil.rmtree(old, ignore_errors=True)
+    try: os.replace(tmp, path)
+    except OSError:
+        if not path.exists(): raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another process put a complete folder there first
+
+# %% ../nbs/00_core.ipynb #fb501d6c
+@contextlib.contextmanager
+def atomic_dir(path, # the folder to (re)place
+               prev=None, # move the folder it replaces here (default: delete it)
+               fsync:bool=False, # fsync every file and the folders (checkpoints)
+              ):
+    "Yield a temp folder beside `path`; on success rename it to `path`, on error delete it."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if not tmp.exists(): return  # the block decided to keep what is there
+        if fsync:
+            for f in tmp.rglob("*"): _fsync(f)
+            _fsync(tmp)
+        _swap_in(tmp, path, None if prev is None else Path(prev))
+        if fsync: _fsync(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+
+# %% ../nbs/00_core.ipynb #23ea6d3d
+def file_record(path, mtime:bool=False) -> dict:
+    "`dict(size=, sha256=)` of a file (and `mtime_ns`)."
+    st = Path(path).stat()
+    return dict(size=st.st_size, sha256=sha256_file(path)) | (dict(mtime_ns=st.st_mtime_ns) if mtime else {})
+
+def write_manifest(folder, # the folder holding the files
+                   names=None, # file names to record (default: every file directly in `folder`)
+                   to:str|None=None, # also write `{**extra, "files": records}` as JSON to `folder/to`
+                   mtime:bool=False, # record `mtime_ns` too (for `check_manifest(quick=True)`)
+                   **extra) -> dict:
+    "The records `{name: dict(size, sha256[, mtime_ns])}` of files in `folder`, optionally written as JSON."
+    folder = Path(folder)
+    names = sorted(f.name for f in folder.iterdir() if f.is_file()) if names is None else list(names)
+    files = {n: file_record(folder/n, mtime) for n in names}
+    if to is not None: write_json(dict(**extra, files=files), folder/to)
+    return files
+
+# %% ../nbs/00_core.ipynb #00a804d6
+def check_manifest(folder, # the folder holding the files
+                   files:dict, # `write_manifest`'s records
+                   quick:bool=False, # compare size and mtime only (no hashing; needs `mtime_ns`)
+                  ) -> str|None:
+    "The first problem of `folder` against its records (missing, truncated, changed), or None if it matches."
+    folder = Path(folder)
+    for name, rec in files.items():
+        p = folder/name
+        if not p.is_file(): return f"{p}: missing"
+        st = p.stat()
+        if st.st_size != rec["size"]: return f"{p}: size {st.st_size} != {rec['size']} in the manifest (truncated?)"
+        if quick:
+            if st.st_mtime_ns != rec.get("mtime_ns"): return f"{p}: modified since the manifest was written"
+        elif sha256_file(p) != rec["sha256"]: return f"{p}: sha256 differs from the manifest (corrupt)"
+    return None
+
+# %% ../nbs/00_core.ipynb #0fa9c71c
+def csv_list(s:str) -> list[str]:
+    "argparse type: a comma-separated list, blanks and empty items dropped."
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+# %% ../nbs/00_core.ipynb #02ec47bd
+def pos_int(s:str) -> int:
+    "argparse type: an integer > 0."
+    try: v = int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v <= 0: raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+# %% ../nbs/00_core.ipynb #fa8a4c57
+def int_list(s:str) -> list[int]:
+    "argparse type: comma-separated integers (e.g. seeds)."
+    try: return [int(x) for x in csv_list(s)]
+    except ValueError: raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+
+# %% ../nbs/00_core.ipynb #11394a0f
+def minutes_arg(s:str) -> float:
+    "argparse type: a number of minutes >= 0."
+    try: v = float(s)
+    except ValueError: v = -1.0
+    if not v >= 0: raise argparse.ArgumentTypeError(f"expected minutes >= 0, got {s!r}")
+    return v
+
+# %% ../nbs/00_core.ipynb #5391f2fc
+def check_alpha(alpha, # the value to check: a number, not a bool or a string
+                name:str="alpha", # what to call it in the message
+               ) -> float:
+    "`alpha` as a float if it is a finite number in [0, 1], else `ConfigError`."
+    ok = isinstance(alpha, (int, float, np.integer, np.floating)) and not isinstance(alpha, (bool, np.bool_))
+    if not (ok and math.isfinite(alpha) and 0 <= alpha <= 1):
+        raise ConfigError(f"{name} must be a number in [0, 1], got {alpha!r}")
+    return float(alpha)
+
+# %% ../nbs/00_core.ipynb #cbfc862f
+def alpha_arg(s:str) -> float:
+    "argparse type: a number in [0, 1]."
+    try: v = float(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"alpha must be a number in [0, 1], got {s!r}") from None
+    if not 0 <= v <= 1: raise argparse.ArgumentTypeError(f"alpha must be in [0, 1], got {v}")
+    return v
+
+# %% ../nbs/00_core.ipynb #fa6e5961
+def slug(s:str) -> str:
+    "A file-name-safe short name for a model spec or data name."
+    s = str(s).rstrip("/")
+    if "/" in s and Path(s).exists(): s = "-".join(Path(s).parts[-2:])
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", s.replace("offline:", "")).strip("-") or "model"
+
 # %% ../nbs/00_core.ipynb #621f449a
 def get_logger(name:str="hybrid_mlir") -> logging.Logger:
     "The library's logger; INFO to stderr unless the application configured logging."
@@ -88,6 +220,30 @@ def get_logger(name:str="hybrid_mlir") -> logging.Logger:
         h.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%H:%M:%S"))
         log.addHandler(h); log.setLevel(logging.INFO)
     return log
+
+# %% ../nbs/00_core.ipynb #a937e1c1
+@contextlib.contextmanager
+def hf_quiet():
+    "Silence transformers' info/warning logs and its weight-loading progress bar inside the block."
+    from transformers.utils import logging as hf_logging
+    v, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()
+    try: yield
+    finally:
+        hf_logging.set_verbosity(v)
+        if bar: hf_logging.enable_progress_bar()
+
+# %% ../nbs/00_core.ipynb #b206e618
+def state_digest(model, # a `torch.nn.Module`
+                ) -> str:
+    "sha256 over the names, dtypes, shapes and bytes of a module's state dict."
+    import torch
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.view(-1).view(torch.uint8).numpy().data if v.numel() else b"")
+    return h.hexdigest()
 
 # %% ../nbs/00_core.ipynb #6aeda463
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -111,6 +267,7 @@ def resolve_precision(precision:str="auto", # "fp32", "bf16", or "auto" (bf16 wh
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_has_bf16() else "fp32"
 
+# %% ../nbs/00_core.ipynb #dd4d1419
 def run_info() -> dict:
     "Machine, versions and date, stored beside every result."
     import platform, datetime
@@ -121,8 +278,5 @@ def run_info() -> dict:
         info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
                     cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
     except ImportError: pass
-    try:
-        from hybrid_mlir import __version__
-        info["hybrid_mlir"] = __version__
-    except ImportError: pass
+    info["hybrid_mlir"] = __version__
     return info

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #4afa00a3
 from __future__ import annotations
-import json, os, time, urllib.request, urllib.error, http.client, random, hashlib
+import json, os, time, urllib.request, urllib.error, http.client, random
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -64,6 +64,7 @@ def _download(url:str, dest:Path, sha:str, retries:int=3, timeout:float=60.0):
     raise DataError(f"{dest}: could not download from {url} after {retries} attempts ({err}). "
                     "Offline? Set HYBRID_MLIR_DATA to a folder holding a copy of the data.")
 
+# %% ../nbs/01_data.ipynb #3f6ec098
 def fetch(rel:str, # path relative to the data dir, e.g. "lareqa/xquad-r/en.json"
           root=None, # data dir (default `data_dir()`)
           verify:bool=True, # check the sha256 of the file
@@ -149,6 +150,7 @@ class LAReQA:
             for x in ids: rel.setdefault(x, []).append(i)
         return {k: np.asarray(v) for k, v in rel.items()}
 
+# %% ../nbs/01_data.ipynb #04ddbacb
 def _resolve(name, root):
     "Files of a named set (fetched, checked) or of a folder of `<lang>.json` files."
     key = str(name).lower()
@@ -160,6 +162,7 @@ def _resolve(name, root):
     if not files: raise DataError(f"{folder}: no <lang>.json files")
     return folder.name, files, False
 
+# %% ../nbs/01_data.ipynb #ccb773c5
 def load_lareqa(name:str, # "xquad-r", "mlqa-r" or a folder of `<lang>.json` files in the same format
                 root=None, # data dir for the named sets (default `$HYBRID_MLIR_DATA` or the cache)
                 langs=None, # languages to keep (default: all the set has)

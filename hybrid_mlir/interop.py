@@ -26,7 +26,10 @@ def export_sentence_transformers(encoder, # an `hybrid_mlir.model.Encoder`
                dict(idx=1, name="1", path="1_Pooling", type="sentence_transformers.models.Pooling")]
     if encoder.normalize: modules.append(dict(idx=2, name="2", path="2_Normalize", type="sentence_transformers.models.Normalize"))
     write_json(modules, path/"modules.json")
-    write_json(dict(max_seq_length=msl, do_lower_case=False), path/"sentence_bert_config.json")
+    sbert = dict(max_seq_length=msl, do_lower_case=False)
+    if getattr(encoder.model, "pooler", "") is None:  # built without a pooler (the offline e5, tiny): load it so, with no warning
+        sbert["model_args"] = dict(add_pooling_layer=False)
+    write_json(sbert, path/"sentence_bert_config.json")
     write_json(dict(word_embedding_dimension=encoder.dim, pooling_mode_cls_token=encoder.pooling == "cls",
                     pooling_mode_mean_tokens=encoder.pooling == "mean", pooling_mode_max_tokens=False,
                     pooling_mode_mean_sqrt_len_tokens=False, pooling_mode_weightedmean_tokens=False,

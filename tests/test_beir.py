@@ -3,8 +3,8 @@ import math, json
 import numpy as np, pandas as pd, pytest
 from hybrid_mlir.core import DataError, ConfigError
 from hybrid_mlir.data import load_lareqa, subsample
-from hybrid_mlir.beir import (beir_metrics, load_beir, load_qrels, write_beir, evaluate_beir, dense_search, iter_corpus,
-                              eval_extra, is_extra_data)
+from hybrid_mlir.beir import beir_metrics, load_beir, load_qrels, write_beir, evaluate_beir, dense_search, iter_corpus
+from hybrid_mlir.mkqa import eval_extra, is_extra_data
 from hybrid_mlir.model import tiny_encoder
 
 
@@ -70,11 +70,12 @@ class ParaOracle:
 def test_fixture_oracle_is_perfect(xquad_beir):
     folder, ds = xquad_beir
     b = load_beir(folder); assert len(b.queries) == 60 and len(b.qrels) == 60
-    s, pq, info = evaluate_beir(ParaOracle(ds), folder, cache=False)
+    r = evaluate_beir(ParaOracle(ds), folder, cache=False); pq, info = r.per_query, r.info
     assert info["n_queries"] == 60 and info["n_passages"] == ds.candidates.pid.nunique()
     np.testing.assert_allclose(pq["ndcg@10"], 1.0); np.testing.assert_allclose(pq["recall@100"], 1.0)
 
 
+@pytest.mark.slow  # encodes the fixture corpus four times (~17 s CPU)
 def test_chunked_search_equals_one_search(xquad_beir):
     folder, ds = xquad_beir
     enc = tiny_encoder(1)
@@ -83,8 +84,8 @@ def test_chunked_search_equals_one_search(xquad_beir):
     b = dense_search(enc, qe, folder, k=20, chunk_size=1000, cache=False)
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
     assert (a.ids == b.ids).mean() > 0.99  # identical but for float ties
-    s1, _, _ = evaluate_beir(enc, folder, chunk_size=13, cache=False)
-    s2, _, _ = evaluate_beir(enc, folder, chunk_size=1000, cache=False)
+    s1 = evaluate_beir(enc, folder, chunk_size=13, cache=False).summary
+    s2 = evaluate_beir(enc, folder, chunk_size=1000, cache=False).summary
     np.testing.assert_allclose(s1.value, s2.value, atol=1e-9)
 
 

@@ -10,6 +10,7 @@ from hybrid_mlir.beir import write_beir, evaluate_beir
 from hybrid_mlir.mkqa import mkqa_from_lareqa, alignment_recall, open_retrieval_recall
 
 st = pytest.importorskip("sentence_transformers")
+pytestmark = pytest.mark.slow   # sentence-transformers (import and export) and the real 470 MB model
 TEXTS = ["Who wrote Faust?", "Wer schrieb den Faust?", "谁写了浮士德？", "Кто написал «Фауста»?", "ใครเขียนเฟาสต์",
          "Goethe schrieb den Faust in zwei Teilen, 1808 und 1832 veröffentlicht, " * 3]
 
@@ -28,6 +29,18 @@ def test_tiny_roundtrip(tmp_path):
         assert np.abs(m.encode(TEXTS[5:], prompt_name="passage") - enc.encode(TEXTS[5:], "passage")).max() < 1e-5
         assert np.abs(m.encode(TEXTS[5:], prompt_name="query") - enc.encode(TEXTS[5:], "query")).max() > 1e-4
     with pytest.raises(ConfigError): export_sentence_transformers(enc, tmp_path / "n", max_seq_length=1)
+
+
+def test_export_loads_without_missing_pooler_report(tmp_path, capfd):
+    "The model has no pooler: sentence-transformers must not build one and report its weights as MISSING."
+    enc = tiny_encoder(3)
+    p = export_sentence_transformers(enc, tmp_path / "st")
+    capfd.readouterr()
+    m = st.SentenceTransformer(str(p), device="cpu")
+    out = capfd.readouterr(); printed = out.out + out.err
+    assert "MISSING" not in printed and "LOAD REPORT" not in printed, printed
+    assert m[0].auto_model.pooler is None
+    assert np.abs(m.encode(TEXTS[:3], prompt_name="query") - enc.encode(TEXTS[:3], "query")).max() < 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +66,8 @@ def test_real_model_st_equality_and_ir_evaluator(real, tmp_path):
                                        precision_recall_at_k=[1, 5, 10], ndcg_at_k=[10], query_prompt_name="query",
                                        corpus_prompt_name="passage", write_csv=False, name="x")
     got = ev(m)
-    ours, _, info = evaluate_beir(real, tmp_path / "b", ndcg_k=(10,), recall_k=(1, 5, 10), cache=False)
-    ours = ours.set_index("metric").value
+    r = evaluate_beir(real, tmp_path / "b", ndcg_k=(10,), recall_k=(1, 5, 10), cache=False)
+    ours, info = r.summary.set_index("metric").value, r.info
     assert info["n_queries"] == len(Q)
     for k in (1, 5, 10):
         assert got[f"x_cosine_recall@{k}"] == pytest.approx(ours[f"recall@{k}"], abs=1e-9), k

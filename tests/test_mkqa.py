@@ -81,6 +81,19 @@ def test_alignment_oracle_and_shift():
     assert r.set_index(["q_lang", "t_lang"]).loc[("en", "de"), "map"] == pytest.approx(1 / 12)
 
 
+def test_alignment_per_query_rows_average_to_the_tables():
+    "Per-query alignment rows (keyed '<lang>:<example id>', so a cluster is one example in every language) give the per-pair and pooled means."
+    mk = _toy_parallel()
+    r = alignment_recall(Oracle(mk, shift="de"), mk, cache=False)
+    q = r.per_query
+    assert set(q.setting) == {"alignment", "alignment-pooled"} and q.qid.str.match(r"^[a-z]+:\d+$").all()
+    pair = q[q.setting == "alignment"].groupby(["q_lang", "c_lang"]).ap.mean()
+    pp = r.per_pair.set_index(["q_lang", "t_lang"])["map"]
+    assert np.allclose(pair.sort_index().to_numpy(), pp.sort_index().to_numpy())
+    pooled = q[q.setting == "alignment-pooled"].groupby("q_lang").rank_distance.mean()
+    assert np.allclose(pooled.sort_index().to_numpy(), r.per_language.set_index("lang").pooled_rank_distance.sort_index().to_numpy())
+    assert len(q[q.setting == "alignment"]) == 12 * 12  # 12 ordered pairs x 12 examples
+
 def test_alignment_missing_translations_are_counted():
     mk = _toy_parallel(langs=("en", "de"))
     mk.queries = mk.queries[~((mk.queries.lang == "de") & mk.queries.example_id.isin(["0", "1", "2"]))]

