@@ -324,3 +324,14 @@ def test_converged_plan():
     a0 = [r for pr, r, s in jobs if pr == "A" and s == 0]
     assert a0.index("interpolation") > max(a0.index("x-x-mono"), a0.index("x-y"))
     assert PRESETS["converged"].extras_of("A") == ("mkqa-xquad",) and PRESETS["converged"].extras_of("B") == ()  # B trains on XQuAD-R
+
+
+def test_interpolation_without_parents_is_skipped_not_fatal(tmp_path, caplog):
+    "A sitting that lacks a seed's x-x-mono / x-y weights skips that interpolation, says why, and goes on."
+    import logging
+    from hybrid_mlir.reproduce import reproduce
+    with caplog.at_level(logging.WARNING, logger="hybrid_mlir"):
+        info = reproduce("converged-smoke", out=tmp_path/"r", rows=["interpolation"], tables=False)
+    (job,) = info["jobs"]
+    assert job["status"] == "skipped" and "interpolation needs the weights" in job["reason"]
+    assert "skipped" in caplog.text and info["finished"] == 0
