@@ -103,7 +103,7 @@ def config_from_args(a) -> TrainConfig:
     cfg = TrainConfig(**dict(kw, out=kw.get("out") or "results/train/run")).validate()
     if not kw.get("out"):
         tag = cfg.strategy + (f"-a{cfg.alpha:g}" if cfg.strategy == "hybrid" else "")
-        cfg.out = str(Path("results")/"train"/f"{slug(cfg.model)}-{'+'.join(slug(t) for t in cfg.train)}-{tag}-s{cfg.seed}")
+        cfg.out = str(Path("results")/"train"/f"{slug(cfg.model)}-{'+'.join(slug(t) for t in cfg.train_sets)}-{tag}-s{cfg.seed}")
     return cfg
 
 def cmd_train(a) -> int:
@@ -125,8 +125,8 @@ def _train_data_args(a, d:TrainConfig):
     a("--strategy", default=d.strategy, type=str.lower, choices=[*STRATEGIES, *STRATEGY_ALIASES],
       help="batch type: x-x-mono, x-y, x-x or hybrid (older names mono, cross, mixed)")
     a("--alpha", type=alpha_arg, default=d.alpha, help="share of X-X-mono batches for hybrid, in [0, 1]")
-    a("--train", type=csv_list, default=d.train, help="comma-separated training sets (mlqa-r, xquad-r, folders)")
-    a("--eval", default=d.eval, help="evaluation set for the final evaluation of best/ ('none' to skip)")
+    a("--train", dest="train_sets", type=csv_list, default=d.train_sets, help="comma-separated training sets (mlqa-r, xquad-r, folders)")
+    a("--eval", dest="eval_set", default=d.eval_set, help="evaluation set for the final evaluation of best/ ('none' to skip)")
     a("--langs", type=csv_list, default=None, help="comma-separated training languages (default all)")
     a("--eval-langs", type=csv_list, default=None, help="comma-separated evaluation languages (default all)")
     a("--n-ids", type=pos_int, default=None, help="train on a random slice of this many question ids per set")

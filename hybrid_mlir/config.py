@@ -15,7 +15,7 @@ from .model import OFFLINE_MODELS, tiny_seed
 from .sampler import STRATEGIES, STRATEGY_ALIASES, strategy_name
 
 # %% auto #0
-__all__ = ['LEGACY', 'RESUME_FREE', 'TrainConfig', 'total_steps', 'training_sets', 'training_data']
+__all__ = ['LEGACY', 'RESUME_FREE', 'FIELD_ALIASES', 'TrainConfig', 'total_steps', 'training_sets', 'training_data']
 
 # %% ../nbs/06_config.ipynb #20df7810
 @dataclass
@@ -24,8 +24,8 @@ class TrainConfig:
     model:str = "offline:multilingual-e5-small" # encoder spec for `load_encoder`, or "tiny[:seed]" for tests
     strategy:str = "hybrid" # batching: "x-x-mono", "x-y", "x-x" or "hybrid" (older names mono, cross, mixed accepted)
     alpha:float = 0.5 # share of X-X-mono batches for "hybrid"
-    train:list = field(default_factory=lambda: ["mlqa-r"]) # training sets ("mlqa-r", "xquad-r", folders), mixed by size
-    eval:str|None = "xquad-r" # set evaluated with `best/` at the end (None: skip)
+    train_sets:list = field(default_factory=lambda: ["mlqa-r"]) # training sets ("mlqa-r", "xquad-r", folders), mixed by size
+    eval_set:str|None = "xquad-r" # set evaluated with `best/` at the end (None: skip)
     langs:list|None = None # training languages (default: all of each set)
     eval_langs:list|None = None # evaluation languages (default: all)
     n_ids:int|None = None # train on a random slice of this many question ids per set (quick runs)
@@ -75,8 +75,23 @@ class TrainConfig:
 # what runs saved before these settings existed did (the 30-step presets still do it)
 LEGACY = dict(warmup_from_zero=True, exact_alpha=False, keyed_streams=False, false_negative_mask=False, val_metric="loss")
 # settings that may change when a run is resumed (they do not change the trajectory; the folder may have moved)
-RESUME_FREE = ("resume", "out", "keep_checkpoints", "threads", "eval", "eval_langs", "eval_n_ids", "eval_settings", "eval_extra",
+RESUME_FREE = ("resume", "out", "keep_checkpoints", "threads", "eval_set", "eval_langs", "eval_n_ids", "eval_settings", "eval_extra",
                "progress", "device", "bf16")  # bf16: the older name of precision, which is compared itself
+
+# %% ../nbs/06_config.ipynb #a1f3c2e0
+# the older names of two settings (configs saved before the rename, `TrainConfig(train=..., eval=...)`)
+FIELD_ALIASES = {"train": "train_sets", "eval": "eval_set"}
+
+def _new_names(kw:dict) -> dict:
+    "`kw` with the older setting names replaced by the current ones (both given: ConfigError)."
+    both = [f"{o}/{n}" for o, n in FIELD_ALIASES.items() if o in kw and n in kw]
+    if both: raise ConfigError(f"setting(s) given under both the old and the new name: {both}")
+    return {FIELD_ALIASES.get(k, k): v for k, v in kw.items()}
+
+_dataclass_init = TrainConfig.__init__
+def _init(self, *args, **kw): _dataclass_init(self, *args, **_new_names(kw))
+def _alias(new:str): return property(lambda self: getattr(self, new), lambda self, v: setattr(self, new, v), doc=f"Older name of `{new}`.")
+TrainConfig.__init__, TrainConfig.train, TrainConfig.eval = _init, _alias("train_sets"), _alias("eval_set")
 
 # %% ../nbs/06_config.ipynb #924872c3
 @patch
@@ -89,6 +104,7 @@ def from_dict(cls:TrainConfig, d:dict) -> TrainConfig:
         d = dict(d, precision="bf16" if d.get("bf16", True) and (d["run_info"] or {}).get("cuda") else "fp32")
     if "run_info" in d: d = {**LEGACY, **d}  # a run saved before a setting existed ran as that setting's old behaviour
     d = {k: v for k, v in d.items() if k not in ("run_info", "data")}
+    d = _new_names(d)
     if isinstance(d.get("strategy"), str): d["strategy"] = STRATEGY_ALIASES.get(d["strategy"].lower(), d["strategy"])
     names = {f.name for f in dataclasses.fields(cls)}
     bad = sorted(set(d) - names)
@@ -125,13 +141,13 @@ def _check_model_spec(spec:str):
 def _check_data(c:TrainConfig):
     "Strategy, alpha, sets, languages, model spec and evaluation settings of `c`, normalised in place."
     c.strategy, c.alpha = strategy_name(c.strategy), check_alpha(c.alpha)
-    if isinstance(c.train, (str, os.PathLike)): c.train = [c.train]
-    c.train = [str(t) for t in (c.train or [])]
-    if not c.train: raise ConfigError("train: at least one training set is needed")
-    dup = sorted({t for t in c.train if c.train.count(t) > 1})
-    if dup: raise ConfigError(f"train: set(s) {dup} listed twice")
-    if c.eval is not None and str(c.eval).lower() in ("", "none"): c.eval = None
-    for k, name in [("train", t) for t in c.train] + ([("eval", str(c.eval))] if c.eval else []):
+    if isinstance(c.train_sets, (str, os.PathLike)): c.train_sets = [c.train_sets]
+    c.train_sets = [str(t) for t in (c.train_sets or [])]
+    if not c.train_sets: raise ConfigError("train_sets: at least one training set is needed")
+    dup = sorted({t for t in c.train_sets if c.train_sets.count(t) > 1})
+    if dup: raise ConfigError(f"train_sets: set(s) {dup} listed twice")
+    if c.eval_set is not None and str(c.eval_set).lower() in ("", "none"): c.eval_set = None
+    for k, name in [("train_sets", t) for t in c.train_sets] + ([("eval_set", str(c.eval_set))] if c.eval_set else []):
         if name.lower() not in ("xquad-r", "mlqa-r") and not Path(name).expanduser().is_dir():
             raise ConfigError(f"{k}: {name!r} is neither a known set (xquad-r, mlqa-r) nor a folder of <lang>.json files")
     for k in ("langs", "eval_langs"):
@@ -139,10 +155,10 @@ def _check_data(c:TrainConfig):
         if isinstance(v, str): v = [x for x in v.split(",") if x]
         if v is not None and not v: raise ConfigError(f"{k}: empty language list")
         setattr(c, k, None if v is None else [str(x) for x in v])
-    if c.eval and c.eval_langs:  # checked now, not after the whole training run
-        have = _resolve(c.eval, None)[1]
+    if c.eval_set and c.eval_langs:  # checked now, not after the whole training run
+        have = _resolve(c.eval_set, None)[1]
         bad = [l for l in c.eval_langs if l not in have]
-        if bad: raise ConfigError(f"eval_langs: {c.eval} has no language(s) {bad}; it has {sorted(have)}")
+        if bad: raise ConfigError(f"eval_langs: {c.eval_set} has no language(s) {bad}; it has {sorted(have)}")
     _check_model_spec(str(c.model))
     if isinstance(c.eval_settings, str): c.eval_settings = [x for x in c.eval_settings.split(",") if x]
     c.eval_settings = [str(x) for x in c.eval_settings]
@@ -213,13 +229,13 @@ def total_steps(cfg:TrainConfig, # uses max_steps, epochs
 def training_sets(cfg:TrainConfig) -> dict:
     "name -> the LAReQA set (sliced to `n_ids` question ids when asked) of every training set of a config."
     sets = {}
-    for name in cfg.train:
+    for name in cfg.train_sets:
         ds = load_lareqa(name, langs=cfg.langs)
         if cfg.n_ids and cfg.n_ids < ds.questions.xling_id.nunique(): ds = subsample(ds, cfg.n_ids, seed=cfg.seed)
         sets[name] = ds
     return sets
 
-def training_data(cfg:TrainConfig, # uses train, langs, n_ids, val_frac, val_lang, seed
+def training_data(cfg:TrainConfig, # uses train_sets, langs, n_ids, val_frac, val_lang, seed
                   sets:dict|None=None, # `training_sets(cfg)` if already loaded
                  ):
     "(train pairs, validation pairs, sizes) for a config: several sets mixed, validation ids held out."

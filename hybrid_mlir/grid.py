@@ -146,7 +146,7 @@ def run_training(protocol:str, row:str, seed:int, p:Preset, out:Path) -> Path:
     (strategy, alpha), align = row_strategy(row), row_align(row)[1]
     tr, ev = PROTOCOLS[protocol]
     cfg = TrainConfig(model=p.model, strategy=strategy, alpha=0.5 if math.isnan(alpha) else alpha,
-                      train=[tr], eval=ev, n_ids=p.n_ids, eval_n_ids=p.eval_n_ids, seed=seed, out=str(d),
+                      train_sets=[tr], eval_set=ev, n_ids=p.n_ids, eval_n_ids=p.eval_n_ids, seed=seed, out=str(d),
                       resume=(d/"config.json").exists(), precision=p.precision, eval_settings=list(p.eval_settings),
                       eval_extra=list(p.extras_of(protocol)), **(dict(align=align, align_weight=p.align_weight) if align else {}),
                       **p.overrides)

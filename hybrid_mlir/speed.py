@@ -176,7 +176,7 @@ def _rates(times:list, rows:list, tokens:list, flops:list, peaks:dict|None) -> d
 
 # %% ../nbs/89_speed.ipynb #28035760
 def _train_cfg(model, out, batch_size, steps, seed, max_len, device, **kw):
-    return TrainConfig(model=str(model), strategy="hybrid", alpha=0.5, train=["mlqa-r"], eval=None, batch_size=batch_size,
+    return TrainConfig(model=str(model), strategy="hybrid", alpha=0.5, train_sets=["mlqa-r"], eval_set=None, batch_size=batch_size,
                        max_steps=steps, val_every=0, save_every=0, max_len_query=max_len, max_len_passage=max_len,
                        device=device, out=str(out), keep_checkpoints=False, progress=False, seed=seed, **kw).validate()
 

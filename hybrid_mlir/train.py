@@ -70,7 +70,7 @@ def load_data(run:Run) -> dict:
     sets = training_sets(cfg)
     train_pairs, val_pairs, info = training_data(cfg, sets)
     run.sampler = make_sampler(cfg.strategy, train_pairs, cfg.batch_size, alpha=cfg.alpha, seed=cfg.seed, rank=run.rank, world_size=run.world,
-                               exact=cfg.exact_alpha, stream_key="+".join(cfg.train) if cfg.keyed_streams else None)
+                               exact=cfg.exact_alpha, stream_key="+".join(cfg.train_sets) if cfg.keyed_streams else None)
     spe = run.steps_per_epoch = len(run.sampler); run.total = total_steps(cfg, spe)
     run.val_every = max(1, round(cfg.val_every_epochs * spe)) if cfg.val_every_epochs else cfg.val_every
     run.save_every = run.val_every if cfg.save_every is None else cfg.save_every
@@ -261,8 +261,8 @@ def evaluate_all(enc, ds, settings, extras, out_dir, **info):
     return r
 
 def final_evaluation(cfg:TrainConfig, model_dir, out_dir, device=None) -> list:
-    "Evaluate the saved encoder in `model_dir` on `cfg.eval`; save to `out_dir`; return the summary records."
-    ds = load_lareqa(cfg.eval, langs=cfg.eval_langs)
+    "Evaluate the saved encoder in `model_dir` on `cfg.eval_set`; save to `out_dir`; return the summary records."
+    ds = load_lareqa(cfg.eval_set, langs=cfg.eval_langs)
     if cfg.eval_n_ids: ds = subsample(ds, min(cfg.eval_n_ids, ds.questions.xling_id.nunique()), seed=0)
     enc = load_encoder(model_dir, device=None if device is None else str(device), precision=cfg.precision)
     r = evaluate_all(enc, ds, cfg.eval_settings, cfg.eval_extra, out_dir, model_dir=str(model_dir), train_config=cfg.to_dict())
@@ -309,7 +309,7 @@ def finish_run(run:Run, st:LoopState, last_saved:int) -> dict:
                best_val_loss=finite(st.best_val_loss), elapsed=round(st.elapsed, 2), resumed_from=run.resumed_from,
                precision=cfg.precision, best_val_map=finite(st.best_val_map), val_metric=cfg.val_metric if run.val_every else None,
                realised_alpha=st.mono_steps / max(1, st.step), masked_per_step=st.masked / max(1, st.step), eval=None)
-    if main and cfg.eval: res["eval"] = final_evaluation(cfg, out/"best", out/"eval", run.device)
+    if main and cfg.eval_set: res["eval"] = final_evaluation(cfg, out/"best", out/"eval", run.device)
     if main and not cfg.keep_checkpoints:   # e5-small: ~1.4 GB per checkpoint (weights + AdamW moments), twice
         for name in (CHECKPOINT, PREV_CHECKPOINT): shutil.rmtree(out/name, ignore_errors=True)
         res["checkpoint"] = None

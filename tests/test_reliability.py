@@ -41,7 +41,7 @@ def rewrite_manifest(folder):
 def small_run(tmp_path_factory):
     "A finished 2-step in-process run: checkpoint/ (step 2), checkpoint.prev/ (step 1), best/."
     out = tmp_path_factory.mktemp("small")/"run"
-    cfg = TrainConfig(model="tiny:0", n_ids=40, batch_size=4, max_steps=2, save_every=1, val_every=2, eval=None,
+    cfg = TrainConfig(model="tiny:0", n_ids=40, batch_size=4, max_steps=2, save_every=1, val_every=2, eval_set=None,
                       out=str(out), progress=False, threads=1)
     train(cfg)
     return out, cfg

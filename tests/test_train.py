@@ -14,8 +14,8 @@ from hybrid_mlir.train import TrainConfig, train, TrainingDiverged, RunLockedErr
 STEPS = 6   # with 54 training ids and batches of 12: 4 steps per epoch, so the runs cross an epoch boundary
 
 def tiny_cfg(out, **kw):
-    base = dict(model="tiny:0", train=["mlqa-r"], n_ids=60, val_frac=0.1, batch_size=12, max_steps=STEPS, val_every=2,
-                lr=1e-3, eval=None, out=str(out), progress=False, threads=1)
+    base = dict(model="tiny:0", train_sets=["mlqa-r"], n_ids=60, val_frac=0.1, batch_size=12, max_steps=STEPS, val_every=2,
+                lr=1e-3, eval_set=None, out=str(out), progress=False, threads=1)
     return TrainConfig(**(base | kw))
 
 def weights(run, name="checkpoint"): return load_file(Path(run)/name/"model.safetensors")
@@ -190,8 +190,8 @@ def test_real_model_few_steps(tmp_path):
     try: from hybrid_mlir.offline import build_offline_e5; build_offline_e5()
     except ConfigError as e: pytest.skip(f"offline model unavailable: {e}")
     out = tmp_path/"e5"
-    cfg = TrainConfig(model="offline:multilingual-e5-small", train=["mlqa-r"], n_ids=60, val_frac=0.1, batch_size=4, max_steps=2,
-                      val_every=2, save_every=0, max_len_query=24, max_len_passage=48, eval=None, out=str(out), progress=False)
+    cfg = TrainConfig(model="offline:multilingual-e5-small", train_sets=["mlqa-r"], n_ids=60, val_frac=0.1, batch_size=4, max_steps=2,
+                      val_every=2, save_every=0, max_len_query=24, max_len_passage=48, eval_set=None, out=str(out), progress=False)
     res = train(cfg)
     recs = log_records(out)
     assert res["steps"] == 2 and all(math.isfinite(r["loss"]) for r in recs) and res["best_step"] == 2
@@ -235,7 +235,7 @@ def test_precision_setting(tmp_path):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_train_records_precision(tmp_path, precision):
-    cfg = TrainConfig(model="tiny", train=["mlqa-r"], eval=None, n_ids=12, batch_size=4, max_steps=2, val_every=2,
+    cfg = TrainConfig(model="tiny", train_sets=["mlqa-r"], eval_set=None, n_ids=12, batch_size=4, max_steps=2, val_every=2,
                       max_len_query=16, max_len_passage=24, progress=False, out=str(tmp_path / "r"), precision=precision)
     res = train(cfg)
     assert res["precision"] == precision
@@ -294,14 +294,14 @@ def test_exact_alpha_and_keyed_streams_in_training(tmp_path):
     kinds = [r["batch"] for r in log_records(tmp_path/"a")]
     assert kinds[:4].count("mono") == 2 and kinds[4:].count("mono") == 2  # 4 batches an epoch: exactly 2 X-X-mono each
     assert res["realised_alpha"] == 0.5
-    b = train(tiny_cfg(tmp_path/"b", max_steps=8, val_every=0, alpha=0.5, train=["mlqa-r", "xquad-r"]))
+    b = train(tiny_cfg(tmp_path/"b", max_steps=8, val_every=0, alpha=0.5, train_sets=["mlqa-r", "xquad-r"]))
     assert abs(b["realised_alpha"] - 0.5) <= 0.5 / 8 + 1e-9
 
 
 @pytest.mark.slow  # two runs at batch 32 (~8 s CPU)
 def test_false_negative_mask_in_training(tmp_path):
     "XQuAD-R: many questions share their answer sentence (or a paragraph whose other sentence is a row's negative): masked."
-    kw = dict(train=["xquad-r"], n_ids=240, batch_size=32, strategy="cross", max_steps=4, val_every=0)
+    kw = dict(train_sets=["xquad-r"], n_ids=240, batch_size=32, strategy="cross", max_steps=4, val_every=0)
     res = train(tiny_cfg(tmp_path/"m", **kw))
     recs = log_records(tmp_path/"m")
     assert all("masked" in r for r in recs) and sum(r["masked"] for r in recs) > 0
@@ -371,14 +371,15 @@ def test_alignment_in_training(tmp_path):
 
 
 def test_run_saved_under_old_strategy_name_resumes(tmp_path):
-    "A run whose config.json and sampler state say 'mono' (saved before the paper's names) resumes, under either name."
+    "A run whose config.json and sampler state say 'mono' and 'train' (saved before the renames) resumes, under either name."
     from hybrid_mlir.core import write_manifest
     out = tmp_path/"run"
     def crash_at_3(step, rec):
         if step == 3: raise RuntimeError("boom")
     with pytest.raises(RuntimeError): train(tiny_cfg(out, strategy="x-x-mono", max_steps=4), callback=crash_at_3)
     cfg = json.loads((out/"config.json").read_text()); assert cfg["strategy"] == "x-x-mono"
-    (out/"config.json").write_text(json.dumps(dict(cfg, strategy="mono")))
+    old_names = {{"train_sets": "train", "eval_set": "eval"}.get(k, k): v for k, v in cfg.items()}  # and the older setting names
+    (out/"config.json").write_text(json.dumps(dict(old_names, strategy="mono")))
     ck = out/"checkpoint"; state = torch.load(ck/"state.pt", weights_only=True)
     assert state["sampler"]["strategy"] == "x-x-mono"
     torch.save(dict(state, sampler=dict(state["sampler"], strategy="mono")), ck/"state.pt")
@@ -387,3 +388,13 @@ def test_run_saved_under_old_strategy_name_resumes(tmp_path):
         res = train(tiny_cfg(out, strategy=name, max_steps=4, resume=True))
         assert res["resumed_from"].endswith("checkpoint") and res["steps"] == 4
     assert T.TrainConfig.from_dict(json.loads((out/"config.json").read_text())).strategy == "x-x-mono"
+
+
+def test_committed_run_configs_load_under_the_current_names():
+    "Every committed training config.json (saved with `train`/`eval`, the older names) loads as `train_sets`/`eval_set`."
+    files = [f for f in sorted((Path(__file__).parents[1]/"results").glob("**/config.json")) if "strategy" in json.loads(f.read_text())]
+    assert len(files) >= 36
+    for f in files:
+        d = json.loads(f.read_text()); c = TrainConfig.from_dict(d)
+        assert (c.train_sets, c.eval_set) == (d.get("train_sets", d.get("train")), d.get("eval_set", d.get("eval"))), f
+        assert c.train == c.train_sets and "train" not in c.to_dict()
