@@ -94,6 +94,7 @@ def _need(obj, key, path, where, typ=None):
         raise DataError(f"{path}: field '{key}' in {where} should be {typ.__name__}, got {type(v).__name__}")
     return v
 
+# %% ../nbs/01_data.ipynb #e1a2b3c4
 def parse_lareqa_file(path, # a SQuAD v1.1 + sentences JSON file
                       lang:str, # its language code
                      ) -> tuple[list[dict], list[dict]]:

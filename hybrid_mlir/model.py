@@ -49,21 +49,25 @@ class Encoder(torch.nn.Module):
         self._lowp = None  # (weights signature, bf16 copy of the model) for bf16 encoding; a tuple, so not a submodule
         self.train(model.training)  # the wrapper's mode follows the model's (eval after loading)
 
-    def settings(self) -> dict:
-        "Everything but the weights that decides an embedding (what `save` writes to `hybrid_mlir.json`)."
-        return {k: getattr(self, k) for k in _SETTINGS}
+# %% ../nbs/03a_model.ipynb #e3c4d5e6
+@patch
+def settings(self:Encoder) -> dict:
+    "Everything but the weights that decides an embedding (what `save` writes to `hybrid_mlir.json`)."
+    return {k: getattr(self, k) for k in _SETTINGS}
 
-    @property
-    def dim(self) -> int: return self.model.config.hidden_size
-    @property
-    def device(self) -> torch.device: return next(self.model.parameters()).device
+@patch(as_prop=True)
+def dim(self:Encoder) -> int: return self.model.config.hidden_size
+@patch(as_prop=True)
+def device(self:Encoder) -> torch.device: return next(self.model.parameters()).device
 
-    def __repr__(self):
-        s = self.settings() | dict(precision=self.precision)
-        return f"Encoder({s.pop('name')!r}, dim={self.dim}, " + ", ".join(f"{k}={v!r}" for k, v in s.items()) + ")"
+@patch
+def __repr__(self:Encoder):
+    s = self.settings() | dict(precision=self.precision)
+    return f"Encoder({s.pop('name')!r}, dim={self.dim}, " + ", ".join(f"{k}={v!r}" for k, v in s.items()) + ")"
 
-    def _weights_signature(self):
-        return tuple((p._version, p.dtype, p.data_ptr()) for p in itertools.chain(self.model.parameters(), self.model.buffers()))
+@patch
+def _weights_signature(self:Encoder):
+    return tuple((p._version, p.dtype, p.data_ptr()) for p in itertools.chain(self.model.parameters(), self.model.buffers()))
 
 # %% ../nbs/03a_model.ipynb #b78c84ae
 _TOKENIZERS = {}  # tokenizer-files digest -> tokenizer loaded from them, shared in the process (encoders never change theirs)
