@@ -51,6 +51,7 @@ def test_config_and_log_written(ref):
     assert {"optimizer", "scheduler", "sampler", "rng"} <= set(state)
     load_encoder(out/"best")
 
+@pytest.mark.slow  # three training runs (a Ctrl-C, a crash, two resumes); the fast loop keeps the damaged-checkpoint resumes
 def test_resume_after_ctrl_c_and_crash_gives_identical_weights(ref, tmp_path):
     out = tmp_path/"run"
     def sigint_at_2(step, rec):   # a real Ctrl-C: the run finishes the next step, checkpoints it, raises KeyboardInterrupt
@@ -199,7 +200,7 @@ def test_real_model_few_steps(tmp_path):
     saved = json.loads((out/"best"/"hybrid_mlir.json").read_text())   # load_encoder(out/"best") is tested on the tiny model
     assert saved["max_len_query"] == 24 and (out/"best"/"model.safetensors").stat().st_size > 400e6
 
-@pytest.mark.parametrize("chunk", [None, 3])
+@pytest.mark.parametrize("chunk", [None, pytest.param(3, marks=pytest.mark.slow)])   # GradCache chunks: ~5 s CPU
 def test_packed_forward_gives_the_same_loss_and_gradients(chunk):
     "Length-sorted groups (max_tokens) change only the padding: loss and every gradient as with one padded batch per list."
     import numpy as np
@@ -370,6 +371,7 @@ def test_alignment_in_training(tmp_path):
     with pytest.raises(ConfigError, match="align_weight"): tiny_cfg("x", align_weight=-1).validate()
 
 
+@pytest.mark.slow  # a crashed run resumed twice
 def test_run_saved_under_old_strategy_name_resumes(tmp_path):
     "A run whose config.json and sampler state say 'mono' and 'train' (saved before the renames) resumes, under either name."
     from hybrid_mlir.core import write_manifest
