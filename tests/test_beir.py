@@ -98,3 +98,19 @@ def test_eval_extra_beir(xquad_beir, tmp_path):
     j = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert j["info"]["split"] == "test" and "machine" in j["info"] and j["info"]["wall_seconds"] >= 0
     with pytest.raises(ConfigError, match="unknown data"): eval_extra(ParaOracle(ds), "mlqa-r", tmp_path / "x")
+
+
+def test_top_k_through_faiss_matches_the_full_sort():
+    "A chunk of FAISS_MIN passages or more goes through faiss: the same top k as `search`, ties inside it ordered by column."
+    from hybrid_mlir.beir import _top_k, FAISS_MIN
+    from hybrid_mlir.eval import search
+    g = np.random.default_rng(1); c = g.standard_normal((FAISS_MIN + 500, 8)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)   # unit vectors, as embeddings are
+    c[[FAISS_MIN + 3, 11, FAISS_MIN + 1]] = c[7]   # three exact copies of passage 7, later and earlier columns
+    q = np.vstack([c[7], g.standard_normal((4, 8)).astype(np.float32)])
+    D, I = _top_k(q, c, 20)
+    ref = list(search(q, c, 20)); rD, rI = np.concatenate([d for _, d, _ in ref]), np.concatenate([i for _, _, i in ref])
+    assert I.shape == (5, 20) and I.dtype == np.int64 and np.allclose(D, rD, atol=1e-4)
+    assert I[0, :4].tolist() == [7, 11, FAISS_MIN + 1, FAISS_MIN + 3] and I.tolist() == rI.tolist()
+    small = _top_k(q, c[:FAISS_MIN - 1], 20)[1]   # below the threshold: the full sort itself
+    assert small.tolist() == np.concatenate([i for _, _, i in search(q, c[:FAISS_MIN - 1], 20)]).tolist()
