@@ -8,7 +8,7 @@ import math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
-from .core import ConfigError, HybridMlirError, check_alpha, write_json
+from .core import ConfigError, HybridMlirError, check_alpha, write_json, get_logger
 from .data import load_lareqa, subsample
 from .model import load_encoder
 from .config import LEGACY, TrainConfig
@@ -16,7 +16,7 @@ from .train import evaluate_all, train
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'ROW_ALIASES', 'ROW_NAMES', 'PRESETS', 'canonical_row', 'row_align', 'row_strategy', 'Preset', 'plan',
-           'run_dir', 'eval_data', 'run_base', 'run_training', 'run_interpolation', 'run_folder']
+           'run_dir', 'adopt_older_names', 'eval_data', 'run_base', 'run_training', 'run_interpolation', 'run_folder']
 
 # %% ../nbs/07_grid.ipynb #36f6534d
 PROTOCOLS = {"A": ("mlqa-r", "xquad-r"), "B": ("xquad-r", "mlqa-r")}  # protocol -> (training set, evaluation set)
@@ -116,6 +116,19 @@ PRESETS = {
 def run_dir(out, protocol:str, row:str, seed:int) -> Path:
     "The folder of one run: `out/<protocol>/base` or `out/<protocol>/<row>-s<seed>`."
     return Path(out)/protocol/("base" if row == "base" else f"{row}-s{seed}")
+
+# %% ../nbs/07_grid.ipynb #f4d5e6f7
+def adopt_older_names(out, protocols) -> list[tuple[Path, Path]]:
+    "Rename `out/<protocol>/<older row>-s<seed>` run folders to the paper's row names; return the (old, new) pairs moved."
+    moved, log = [], get_logger()
+    for pr in protocols:
+        for d in sorted((Path(out)/pr).glob("*-s*")):
+            row, _, seed = d.name.rpartition("-s")
+            new = d.with_name(f"{canonical_row(row)}-s{seed}")
+            if new == d or not d.is_dir() or not seed.isdigit(): continue
+            if new.exists(): log.warning(f"{d} and {new} both exist: {new} is used, {d} is left as it is"); continue
+            d.rename(new); moved.append((d, new)); log.info(f"renamed {d} -> {new.name} (the paper's row name)")
+    return moved
 
 # %% ../nbs/07_grid.ipynb #d0ad2be8
 def eval_data(protocol:str, p:Preset):

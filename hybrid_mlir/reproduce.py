@@ -14,7 +14,7 @@ from .eval import evaluate
 from .model import load_encoder
 from .stats import paired_test
 from .grid import (
-    PRESETS, PROTOCOLS, ROW_ALIASES, ROW_NAMES, Preset, canonical_row, plan, row_align, row_strategy, run_base, run_dir,
+    PRESETS, PROTOCOLS, ROW_ALIASES, ROW_NAMES, Preset, adopt_older_names, canonical_row, plan, row_align, row_strategy, run_base, run_dir,
     run_folder, run_interpolation, run_training)
 from .tables import (
     CHECK_METRICS, PAPER_TABLE1, PAPER_TABLE2, PRECISION_TOL, ROW_ORDER, RUN_FREE, SAME_PRECISION_TOL, alpha_table,
@@ -85,6 +85,7 @@ def reproduce(preset:str|Preset="default", # "default", "full", "smoke", "conver
     p, out, log, t0 = _preset(preset), Path(out), get_logger(), time.time()
     if max_minutes is not None and max_minutes < 0: raise ConfigError(f"max_minutes must be >= 0, got {max_minutes}")
     jobs = plan(p, protocols, rows, seeds)
+    adopt_older_names(out, p.protocols)  # run folders named before the paper's words
     old = [j for j in jobs if (run_dir(out, *j)/"result.json").exists()]
     if old and not reuse:
         raise ConfigError(f"{out} already holds {len(old)} finished run(s) of this selection (e.g. {run_dir(out, *old[0])}); "

@@ -335,3 +335,14 @@ def test_interpolation_without_parents_is_skipped_not_fatal(tmp_path, caplog):
     (job,) = info["jobs"]
     assert job["status"] == "skipped" and "interpolation needs the weights" in job["reason"]
     assert "skipped" in caplog.text and info["finished"] == 0
+
+
+@pytest.mark.slow  # fixture smoke: the 7-run smoke grid (~50 s CPU)
+def test_folders_under_older_row_names_are_kept(smoke, tmp_path):
+    "Finished runs in folders named before the paper's words (mono-s0, cross-s1) are renamed and kept, not retrained."
+    import shutil
+    out = tmp_path/"old"; shutil.copytree(smoke[0], out)
+    (out/"A"/"x-x-mono-s0").rename(out/"A"/"mono-s0"); (out/"A"/"x-y-s1").rename(out/"A"/"cross-s1")
+    info = reproduce("smoke", out=out, tables=False)
+    assert all(j["status"] == "existing" for j in info["jobs"]) and info["finished"] == 7
+    assert {d.name for d in (out/"A").iterdir()} == {d.name for d in (smoke[0]/"A").iterdir()}
