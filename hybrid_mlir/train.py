@@ -61,8 +61,8 @@ class _Marks:
 
 # %% ../nbs/06b_train.ipynb #27247d5e
 def _batch_kind(ql, pl):
-    if (ql == pl).all(): return ("mono", str(ql[0])) if (ql == ql[0]).all() else ("mixed", None)
-    return ("cross", None) if (ql != pl).all() else ("other", None)
+    if (ql == pl).all(): return ("x-x-mono", str(ql[0])) if (ql == ql[0]).all() else ("x-x", None)
+    return ("x-y", None) if (ql != pl).all() else ("other", None)
 
 def load_data(run:Run) -> dict:
     "Fill in the run's data, sampler, row tables and validation pools; return the sizes for config.json."
@@ -146,7 +146,7 @@ def train_step(run:Run, st:LoopState, rows, flag:StopFlag, marks:_Marks) -> tupl
     marks.phase = "update"
     run.opt.step(); run.sched.step()
     st.step = step; marks.phase = "idle"
-    st.mono_steps += kind == "mono"; st.masked += int(red[2])
+    st.mono_steps += kind == "x-x-mono"; st.masked += int(red[2])
     dt = time.time() - t0; st.elapsed = time.time() - marks.t_origin
     rec = dict(step=step, epoch=run.sampler.epoch, batch=kind, lang=lang, loss=loss_v, lr=lr, grad_norm=gn,
                pairs_per_s=round(cfg.batch_size * run.world / max(dt, 1e-9), 2), elapsed=round(st.elapsed, 3))

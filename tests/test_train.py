@@ -156,7 +156,7 @@ def test_cli_run(tmp_path, capsys):
     assert main(argv) == 0
     assert "2 steps" in capsys.readouterr().out
     assert json.loads((out/"config.json").read_text())["strategy"] == "x-y"   # the paper's name, canonical
-    assert {r["batch"] for r in log_records(out)} == {"cross"}                  # the batch kind the log writes
+    assert {r["batch"] for r in log_records(out)} == {"x-y"}                  # the batch kind the log writes
     assert main(argv) == 2 and "--resume" in capsys.readouterr().err
     assert main(argv + ["--resume"]) == 0   # already complete: nothing to do
     assert main(argv + ["--resume", "--drop-checkpoints"]) == 0
@@ -293,7 +293,7 @@ def test_warmup_starts_above_zero():
 def test_exact_alpha_and_keyed_streams_in_training(tmp_path):
     res = train(tiny_cfg(tmp_path/"a", max_steps=8, val_every=0, alpha=0.5))
     kinds = [r["batch"] for r in log_records(tmp_path/"a")]
-    assert kinds[:4].count("mono") == 2 and kinds[4:].count("mono") == 2  # 4 batches an epoch: exactly 2 X-X-mono each
+    assert kinds[:4].count("x-x-mono") == 2 and kinds[4:].count("x-x-mono") == 2  # 4 batches an epoch: exactly 2 X-X-mono each
     assert res["realised_alpha"] == 0.5
     b = train(tiny_cfg(tmp_path/"b", max_steps=8, val_every=0, alpha=0.5, train_sets=["mlqa-r", "xquad-r"]))
     assert abs(b["realised_alpha"] - 0.5) <= 0.5 / 8 + 1e-9
