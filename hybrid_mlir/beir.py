@@ -7,7 +7,7 @@ from __future__ import annotations
 import gzip, json, zlib, time, hashlib
 from dataclasses import dataclass
 from pathlib import Path
-import numpy as np, pandas as pd, faiss
+import numpy as np, pandas as pd
 from .core import DataError, ConfigError, cache_dir, atomic_write
 from .eval import encode_cached, search, EvalResult
 
@@ -98,8 +98,11 @@ def _top_k(qe, ce, k:int):
         parts = list(search(qe, ce, k))
         if not parts: return np.zeros((0, kk), np.float32), np.zeros((0, kk), np.int64)
         return np.concatenate([d for _, d, _ in parts]), np.concatenate([i for _, _, i in parts])
+    if kk == 0 or len(qe) == 0: return np.zeros((len(qe), kk), np.float32), np.zeros((len(qe), kk), np.int64)
+    import faiss  # only here: its own OpenMP runtime stays out of the training processes
     index = faiss.IndexFlatIP(ce.shape[1]); index.add(np.ascontiguousarray(ce, np.float32))  # exact inner product
     D, I = index.search(np.ascontiguousarray(qe, np.float32), kk)
+    if (I < 0).any(): raise DataError(f"{int((I < 0).any(1).sum())} queries got no ranking from faiss: NaN or infinite embeddings?")
     o = np.lexsort((I, -D), axis=1)  # ties inside the top k by column, as `search` orders them
     return np.take_along_axis(D, o, 1), np.take_along_axis(I, o, 1).astype(np.int64)
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_config.ipynb #990ef3e6
 from __future__ import annotations
-import os, math, dataclasses
+import os, math, dataclasses, functools
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, torch
@@ -89,6 +89,7 @@ def _new_names(kw:dict) -> dict:
     return {FIELD_ALIASES.get(k, k): v for k, v in kw.items()}
 
 _dataclass_init = TrainConfig.__init__
+@functools.wraps(_dataclass_init)  # the signature (every field) stays visible to docs and IDEs
 def _init(self, *args, **kw): _dataclass_init(self, *args, **_new_names(kw))
 def _alias(new:str): return property(lambda self: getattr(self, new), lambda self, v: setattr(self, new, v), doc=f"Older name of `{new}`.")
 TrainConfig.__init__, TrainConfig.train, TrainConfig.eval = _init, _alias("train_sets"), _alias("eval_set")

@@ -12,6 +12,7 @@ from .core import ConfigError, HybridMlirError, check_alpha, write_json, get_log
 from .data import load_lareqa, subsample
 from .model import load_encoder
 from .config import LEGACY, TrainConfig
+from .checkpoint import LOCK
 from .train import evaluate_all, train
 
 # %% auto #0
@@ -127,6 +128,7 @@ def adopt_older_names(out, protocols) -> list[tuple[Path, Path]]:
             new = d.with_name(f"{canonical_row(row)}-s{seed}")
             if new == d or not d.is_dir() or not seed.isdigit(): continue
             if new.exists(): log.warning(f"{d} and {new} both exist: {new} is used, {d} is left as it is"); continue
+            if (d/LOCK).exists(): log.warning(f"{d} holds {LOCK} (a run may be writing it): left as it is"); continue
             d.rename(new); moved.append((d, new)); log.info(f"renamed {d} -> {new.name} (the paper's row name)")
     return moved
 

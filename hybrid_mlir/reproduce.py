@@ -85,7 +85,7 @@ def reproduce(preset:str|Preset="default", # "default", "full", "smoke", "conver
     p, out, log, t0 = _preset(preset), Path(out), get_logger(), time.time()
     if max_minutes is not None and max_minutes < 0: raise ConfigError(f"max_minutes must be >= 0, got {max_minutes}")
     jobs = plan(p, protocols, rows, seeds)
-    adopt_older_names(out, p.protocols)  # run folders named before the paper's words
+    if reuse: adopt_older_names(out, protocols or p.protocols)  # finished runs in folders named before the paper's words
     old = [j for j in jobs if (run_dir(out, *j)/"result.json").exists()]
     if old and not reuse:
         raise ConfigError(f"{out} already holds {len(old)} finished run(s) of this selection (e.g. {run_dir(out, *old[0])}); "

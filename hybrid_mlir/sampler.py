@@ -130,7 +130,7 @@ class _Stream:
 class GlobalBatch:
     "One step's batch before it is split over ranks."
     step:int   # position in the epoch
-    kind:str   # "mono" (an X-X-mono batch), "cross" (X-Y) or "mixed" (X-X), as the training log writes it
+    kind:str   # "mono" (an X-X-mono batch), "cross" (X-Y) or "mixed" (X-X); the training log writes x-x-mono, x-y, x-x
     lang:str|None  # the batch language of a mono batch, else None
     rows:list  # row indices into `pairs`, batch_size*world_size of them
 

@@ -236,7 +236,7 @@ def _seed_std(committed:Path, protocol:str, row:str) -> dict:
 def _same_experiment(fresh:Path, committed:Path, p:Preset):
     "Raise unless two run folders of a trained row were made with the same settings (precision aside)."
     cf, cc = (TrainConfig.from_dict(json.loads((d/"config.json").read_text())).to_dict() for d in (fresh, committed))
-    keys = ["model", "strategy", "alpha", "train", "eval", "n_ids", "eval_n_ids", "seed", *p.overrides]
+    keys = ["model", "strategy", "alpha", "train_sets", "eval_set", "n_ids", "eval_n_ids", "seed", *p.overrides]
     diff = [k for k in keys if k not in RUN_FREE and cf.get(k) != cc.get(k)]
     if diff: raise HybridMlirError(f"{committed} was made with other settings than {fresh}: "
                                    + ", ".join(f"{k} {cc.get(k)!r} vs {cf.get(k)!r}" for k in diff))

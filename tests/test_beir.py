@@ -114,3 +114,12 @@ def test_top_k_through_faiss_matches_the_full_sort():
     assert I[0, :4].tolist() == [7, 11, FAISS_MIN + 1, FAISS_MIN + 3] and I.tolist() == rI.tolist()
     small = _top_k(q, c[:FAISS_MIN - 1], 20)[1]   # below the threshold: the full sort itself
     assert small.tolist() == np.concatenate([i for _, _, i in search(q, c[:FAISS_MIN - 1], 20)]).tolist()
+
+
+def test_top_k_through_faiss_edge_cases():
+    "k = 0 and no queries give empty tables, as the full sort does; a NaN query is an error, not a silent ranking."
+    from hybrid_mlir.beir import _top_k, FAISS_MIN
+    c = np.eye(8, dtype=np.float32)[np.arange(FAISS_MIN) % 8]
+    assert _top_k(c[:3], c, 0)[1].shape == (3, 0) and _top_k(c[:0], c, 5)[1].shape == (0, 5)
+    q = c[:2].copy(); q[1, 0] = np.nan
+    with pytest.raises(DataError, match="no ranking"): _top_k(q, c, 5)

@@ -346,3 +346,13 @@ def test_folders_under_older_row_names_are_kept(smoke, tmp_path):
     info = reproduce("smoke", out=out, tables=False)
     assert all(j["status"] == "existing" for j in info["jobs"]) and info["finished"] == 7
     assert {d.name for d in (out/"A").iterdir()} == {d.name for d in (smoke[0]/"A").iterdir()}
+
+
+def test_compare_refuses_runs_on_other_data():
+    "Two committed runs that differ only in their training and evaluation sets (protocols A and B) are not the same experiment."
+    from pathlib import Path
+    from hybrid_mlir.core import HybridMlirError
+    from hybrid_mlir.tables import _same_experiment
+    root = Path(__file__).parents[1]/"results"
+    with pytest.raises(HybridMlirError, match="train_sets .*eval_set"): _same_experiment(root/"A"/"x-y-s0", root/"B"/"x-y-s0", PRESETS["full"])
+    _same_experiment(root/"A"/"x-y-s0", root/"A"/"x-y-s0", PRESETS["full"])   # itself: no error
