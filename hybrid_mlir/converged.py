@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .core import ConfigError, atomic_write, get_logger, write_json
 from .stats import two_level_bootstrap, holm, verdict, measure_frame, LOWER_IS_BETTER
-from .tables import finished_runs, _row_seed
+from .grid import _row_seed
+from .tables import finished_runs
 from .figures import _plt
 
 # %% auto #0

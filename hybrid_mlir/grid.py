@@ -118,15 +118,21 @@ def run_dir(out, protocol:str, row:str, seed:int) -> Path:
     "The folder of one run: `out/<protocol>/base` or `out/<protocol>/<row>-s<seed>`."
     return Path(out)/protocol/("base" if row == "base" else f"{row}-s{seed}")
 
+def _row_seed(name:str) -> tuple[str, int]:
+    "Row and seed of a run folder's name: 'x-y-s2' -> ('x-y', 2), 'base' -> ('base', 0)."
+    if name == "base": return "base", 0
+    row, _, s = name.rpartition("-s")
+    return row, int(s)
+
 # %% ../nbs/07_grid.ipynb #f4d5e6f7
 def adopt_older_names(out, protocols) -> list[tuple[Path, Path]]:
     "Rename `out/<protocol>/<older row>-s<seed>` run folders to the paper's row names; return the (old, new) pairs moved."
     moved, log = [], get_logger()
     for pr in protocols:
         for d in sorted((Path(out)/pr).glob("*-s*")):
-            row, _, seed = d.name.rpartition("-s")
-            new = d.with_name(f"{canonical_row(row)}-s{seed}")
-            if new == d or not d.is_dir() or not seed.isdigit(): continue
+            if not d.is_dir() or not d.name.rpartition("-s")[2].isdigit(): continue
+            row, seed = _row_seed(d.name); new = run_dir(out, pr, canonical_row(row), seed)
+            if new == d: continue
             if new.exists(): log.warning(f"{d} and {new} both exist: {new} is used, {d} is left as it is"); continue
             if (d/LOCK).exists(): log.warning(f"{d} holds {LOCK} (a run may be writing it): left as it is"); continue
             d.rename(new); moved.append((d, new)); log.info(f"renamed {d} -> {new.name} (the paper's row name)")

@@ -10,7 +10,7 @@ import numpy as np, pandas as pd
 from .core import ConfigError, HybridMlirError, atomic_write
 from .stats import paired_test
 from .config import TrainConfig
-from .grid import PRESETS, PROTOCOLS, ROW_NAMES, Preset, plan, row_align, row_strategy, run_dir
+from .grid import PRESETS, PROTOCOLS, ROW_NAMES, Preset, plan, row_align, row_strategy, run_dir, _row_seed
 
 # %% auto #0
 __all__ = ['PAPER_TABLE1', 'PAPER_TABLE2', 'ROW_ORDER', 'CHECK_METRICS', 'PRECISION_TOL', 'RUN_FREE', 'SAME_PRECISION_TOL',
@@ -39,12 +39,6 @@ def finished_runs(out, protocols):
     for pr in protocols:
         for d in sorted((Path(out)/pr).glob("*")) if (Path(out)/pr).is_dir() else []:
             if (d/"result.json").exists() and (d/"eval"/"summary.csv").exists(): yield pr, d
-
-def _row_seed(name:str) -> tuple[str, int]:
-    "Row and seed of a run folder's name: 'x-y-s2' -> ('x-y', 2), 'base' -> ('base', 0)."
-    if name == "base": return "base", 0
-    row, _, s = name.rpartition("-s")
-    return row, int(s)
 
 # %% ../nbs/07a_tables.ipynb #7b75223b
 def collect(out="results", protocols=("A", "B")) -> pd.DataFrame:
