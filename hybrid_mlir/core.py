@@ -14,7 +14,7 @@ __all__ = ['PRECISIONS', 'HybridMlirError', 'DataError', 'ConfigError', 'Checkpo
            'seed_everything', 'sha256_file', 'atomic_write', 'write_json', 'atomic_dir', 'file_record',
            'write_manifest', 'check_manifest', 'csv_list', 'pos_int', 'int_list', 'minutes_arg', 'check_alpha',
            'alpha_arg', 'slug', 'get_logger', 'hf_quiet', 'state_digest', 'cpu_has_bf16', 'resolve_precision',
-           'run_info']
+           'run_info', 'pack_linears']
 
 # %% ../nbs/00_core.ipynb #022d3b9a
 class HybridMlirError(Exception):
@@ -280,3 +280,17 @@ def run_info() -> dict:
     except ImportError: pass
     info["hybrid_mlir"] = __version__
     return info
+
+# %% ../nbs/00_core.ipynb #b8d4f2a1
+def pack_linears(model):
+    "`model` (returned) with each bf16 `nn.Linear` on a CPU using a weight oneDNN reordered once, not at every call (inference only)."
+    import torch
+    try: reorder, linear, ok = (torch.ops.mkldnn._reorder_linear_weight, torch.ops.mkldnn._linear_pointwise,
+                                torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError): ok = False  # a build without oneDNN
+    if not ok: return model  # plain nn.Linear (also on a CPU whose oneDNN has no bf16 kernels)
+    for lin in model.modules():
+        if type(lin) is torch.nn.Linear and lin.weight.dtype == torch.bfloat16 and lin.weight.device.type == "cpu":
+            w, b = reorder(lin.weight.detach(), 64), lin.bias
+            lin.forward = lambda x, w=w, b=b: linear(x, w, b, "none", [], "")
+    return model

