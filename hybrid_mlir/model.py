@@ -221,7 +221,7 @@ def encode(self:Encoder, texts, # one string or a list of strings
     self.eval()
     try:
         with torch.inference_mode(): model = self.inference_model()
-        torch.set_num_threads(max(1, threads // n))
+        if ex: torch.set_num_threads(max(1, threads // n))  # one worker leaves the process-wide count alone
         done = as_completed([ex.submit(one, idx) for idx in batches]) if ex else (one(idx) for idx in batches)
         if len(ids) > 1000 if show_progress is None else show_progress:
             from tqdm.auto import tqdm
