@@ -14,9 +14,10 @@ from .tables import finished_runs
 from .figures import _plt
 
 # %% auto #0
-__all__ = ['MEASURES', 'SUMMARY_ONLY', 'PAIRS', 'run_folders', 'synthetic_grid', 'run_facts', 'measure_name', 'RunFiles',
-           'row_interval', 'row_table', 'summary_rows', 'significance', 'alignment_points', 'plot_alignment_vs_mono',
-           'bilingual_per_language', 'plot_bilingual', 'format_table', 'write_converged']
+__all__ = ['MEASURES', 'SUMMARY_ONLY', 'PAIRS', 'VAL_COLS', 'ALIGN_PAIRS', 'run_folders', 'synthetic_grid', 'run_facts',
+           'measure_name', 'RunFiles', 'row_interval', 'row_table', 'summary_rows', 'significance', 'alignment_points',
+           'plot_alignment_vs_mono', 'bilingual_per_language', 'plot_bilingual', 'validation_curves', 'same_step_gain',
+           'plot_validation_curves', 'format_table', 'write_converged']
 
 # %% ../nbs/07c_converged.ipynb #100dbf46
 def run_folders(root, # a converged results folder, e.g. "results/converged"
@@ -240,6 +241,55 @@ def plot_bilingual(root, protocol:str, path=None):
     if path: fig.savefig(path, dpi=120, bbox_inches="tight"); plt.close(fig)
     return fig
 
+# %% ../nbs/07c_converged.ipynb #b7e2f4a9
+VAL_COLS = ("val_map", "val_map_mono", "val_map_cross", "val_map_multi")
+ALIGN_PAIRS = (("hybrid-0.5+jsd", "hybrid-0.5"), ("x-y+jsd", "x-y"))  # (with the alignment term, without)
+
+def validation_curves(root, protocol:str) -> pd.DataFrame:
+    "Every trained run's validation records from its train_log.jsonl: row, seed, step, the selection metric and its mono / cross / multi parts."
+    recs = []
+    for r in run_folders(root, protocol).itertuples():
+        f = r.folder/"train_log.jsonl"
+        if r.row in ("base", "interpolation") or not f.exists(): continue
+        for line in f.read_text().splitlines():
+            d = json.loads(line) if line.strip() else {}
+            if d.get("val_map") is not None: recs.append(dict(row=r.row, seed=r.seed, step=d["step"], **{k: d.get(k) for k in VAL_COLS}))
+    df = pd.DataFrame(recs, columns=["row", "seed", "step", *VAL_COLS])
+    return df.drop_duplicates(["row", "seed", "step"], keep="last").reset_index(drop=True)  # a resumed run logs a step again
+
+def same_step_gain(root, protocol:str, pairs=ALIGN_PAIRS) -> pd.DataFrame:
+    "Per (with-term, plain) pair and shared seed: best steps, best validation mAPs, their gain, and the gain at the same steps."
+    vc, recs = validation_curves(root, protocol), []
+    for a, b in pairs:
+        for s in sorted(set(vc[vc.row == a].seed) & set(vc[vc.row == b].seed)):
+            ca, cb = (vc[(vc.row == r) & (vc.seed == s)].set_index("step").val_map for r in (a, b))
+            both, best_b = ca.index.intersection(cb.index), int(cb.idxmax())
+            recs.append(dict(pair=f"{a} vs {b}", seed=s, steps_a=int(ca.index.max()), best_step_a=int(ca.idxmax()), best_val_a=ca.max(),
+                             steps_b=int(cb.index.max()), best_step_b=best_b, best_val_b=cb.max(), gain_best=ca.max() - cb.max(),
+                             gain_same_step=float((ca[both] - cb[both]).mean()),
+                             gain_at_best_b=float(ca[best_b] - cb[best_b]) if best_b in ca.index else float("nan")))
+    return pd.DataFrame(recs, columns=["pair", "seed", "steps_a", "best_step_a", "best_val_a", "steps_b", "best_step_b", "best_val_b",
+                                       "gain_best", "gain_same_step", "gain_at_best_b"])
+
+def plot_validation_curves(root, protocol:str, pairs=ALIGN_PAIRS, path=None):
+    "Validation mAP against step, one panel per pair: the plain run solid, the with-term run dashed, one colour per seed, a star at each best step."
+    plt, vc = _plt(), validation_curves(root, protocol)
+    pairs = [(a, b) for a, b in pairs if (vc.row == a).any() and (vc.row == b).any()]
+    if not pairs: return None
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4), squeeze=False)
+    for ax, (a, b) in zip(axes[0], pairs):
+        for i, s in enumerate(sorted(set(vc[vc.row.isin((a, b))].seed))):
+            for row, ls in ((b, "-"), (a, "--")):
+                g = vc[(vc.row == row) & (vc.seed == s)]
+                if not len(g): continue
+                ax.plot(g.step, g.val_map, ls, color=f"C{i}", label=f"{row} s{s}")
+                k = g.val_map.idxmax(); ax.plot(g.step[k], g.val_map[k], "*", color=f"C{i}", ms=12)
+        ax.set_title(f"protocol {protocol}: {a} (dashed) vs {b}", fontsize=9); ax.set_xlabel("step")
+        ax.set_ylabel("validation mAP (mean of mono, cross, multi)"); ax.grid(alpha=.3); ax.legend(fontsize=7)
+    fig.tight_layout()
+    if path: fig.savefig(path, dpi=120, bbox_inches="tight"); plt.close(fig)
+    return fig
+
 # %% ../nbs/07c_converged.ipynb #3c574b4b
 def format_table(tab:pd.DataFrame, measures=("mono map", "cross map", "multi map", "multi rank_distance",
                                              "bilingual english_inclination", "alignment recall@1"), digits:int=3) -> pd.DataFrame:
@@ -254,7 +304,7 @@ def format_table(tab:pd.DataFrame, measures=("mono map", "cross map", "multi map
     return w[[m for m in measures if m in w.columns]].reset_index()
 
 def write_converged(root="results/converged", protocols=("A", "B"), n_boot:int|None=None) -> dict:
-    "Write runs.csv, rows.csv (long), significance.csv and the figures of a converged grid; return the paths written (`n_boot`: the row intervals')."
+    "Write runs.csv, rows.csv (long), significance.csv, same_step_gain.csv and the figures of a converged grid; return the paths written (`n_boot`: the row intervals')."
     root, out = Path(root), {}
     (root/"figures").mkdir(parents=True, exist_ok=True)
     prs = [p for p in protocols if len(run_folders(root, p))]
@@ -267,4 +317,9 @@ def write_converged(root="results/converged", protocols=("A", "B"), n_boot:int|N
     for p in prs:
         if len(alignment_points(root, p)): out[f"alignment_{p}"] = root/"figures"/f"alignment_vs_mono_{p}.png"; plot_alignment_vs_mono(root, p, out[f"alignment_{p}"])
         if len(bilingual_per_language(root, p)): out[f"bilingual_{p}"] = root/"figures"/f"bilingual_{p}.png"; plot_bilingual(root, p, out[f"bilingual_{p}"])
+        if len(same_step_gain(root, p)): out[f"validation_{p}"] = root/"figures"/f"validation_curves_{p}.png"; plot_validation_curves(root, p, path=out[f"validation_{p}"])
+    ssg = [same_step_gain(root, p).assign(protocol=p) for p in prs]
+    if sum(map(len, ssg)):
+        with atomic_write(root/"same_step_gain.csv", "w") as f: pd.concat(ssg, ignore_index=True).to_csv(f, index=False)
+        out["same_step_gain"] = root/"same_step_gain.csv"
     return out
