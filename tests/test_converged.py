@@ -5,7 +5,8 @@ import numpy as np, pandas as pd, pytest
 from hybrid_mlir.core import ConfigError
 from hybrid_mlir.grid import row_strategy
 from hybrid_mlir.converged import (run_folders, synthetic_grid, run_facts, RunFiles, row_interval, row_table, significance,
-                                   write_converged, format_table, MEASURES, PAIRS)
+                                   write_converged, format_table, MEASURES, PAIRS, validation_curves, same_step_gain,
+                                   plot_validation_curves)
 
 ROOT = Path(__file__).resolve().parents[1]/"results"/"converged"
 
@@ -72,6 +73,35 @@ def test_write_converged_and_errors(grid, tmp_path):
     assert w.loc[w.row == "hybrid-0.5", "mono map"].iloc[0].endswith("(3)")
     with pytest.raises(ConfigError, match="no finished converged runs"): write_converged(tmp_path)
     with pytest.raises(ConfigError, match="no finished runs of row"): RunFiles(grid, "A").raw("x-x", "eval")
+
+def _log(folder, vals, stale_step=None):
+    "A train log with validation records; `stale_step`: that step is logged first with val_map 0 (a run resumed from before it)."
+    recs = [dict(step=17 * (i + 1), val_map=v, val_map_mono=v, val_map_cross=v, val_map_multi=v) for i, v in enumerate(vals)]
+    if stale_step is not None: recs.insert(0, dict(step=stale_step, val_map=0.0))
+    (folder/"train_log.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+
+def test_same_step_gain_pairs_seeds_and_reads_resumed_logs(tmp_path):
+    g = synthetic_grid(tmp_path/"converged", {"x-y": 0.0, "x-y+jsd": 0.0}, seeds=(0, 1))
+    _log(g/"A"/"x-y-s0", [0.70, 0.75, 0.74, 0.73], stale_step=34); _log(g/"A"/"x-y+jsd-s0", [0.72, 0.74, 0.76, 0.74, 0.73])
+    _log(g/"A"/"x-y-s1", [0.60, 0.61])  # x-y+jsd-s1 has no log: no pair for seed 1
+    assert len(validation_curves(g, "A")) == 4 + 5 + 2
+    s = same_step_gain(g, "A")
+    assert s.pair.tolist() == ["x-y+jsd vs x-y"] and s.seed.tolist() == [0]
+    r = s.iloc[0]
+    assert (r.best_step_a, r.best_step_b, r.steps_a, r.steps_b) == (51, 34, 85, 68)
+    assert r.gain_best == pytest.approx(0.01) and r.gain_at_best_b == pytest.approx(-0.01)
+    assert r.gain_same_step == pytest.approx(np.mean([0.02, -0.01, 0.02, 0.01]))
+    assert plot_validation_curves(g, "A", pairs=(("hybrid-0.5+jsd", "hybrid-0.5"),)) is None  # no such rows: no figure
+    paths = write_converged(g, protocols=("A",), n_boot=200)
+    assert Path(paths["validation_A"]).exists() and pd.read_csv(paths["same_step_gain"]).protocol.tolist() == ["A"]
+
+def test_committed_logs_give_same_step_gains():
+    "The real thing: the committed JSD runs pair with the same seed's plain runs, and the gains agree with their logs."
+    s = same_step_gain(ROOT, "A").set_index(["pair", "seed"])
+    r = s.loc[("hybrid-0.5+jsd vs hybrid-0.5", 0)]
+    res = [json.loads((ROOT/"A"/d/"result.json").read_text()) for d in ("hybrid-0.5+jsd-s0", "hybrid-0.5-s0")]
+    assert (r.best_step_a, r.best_step_b) == (res[0]["best_step"], res[1]["best_step"])
+    assert r.gain_best == pytest.approx(res[0]["best_val_map"] - res[1]["best_val_map"], abs=1e-6)
 
 @pytest.mark.slow
 def test_committed_converged_runs_reload():
