@@ -115,7 +115,8 @@ class LoopState:
     best_val_loss: float = math.inf # validation loss of best/
     best_val_map: float = math.nan # validation mAP of best/
     best_step: int = -1 # step of best/
-    bad_evals: int = 0 # validations since the best one (patience)
+    bad_evals: int = 0 # validations since the last one that reset patience (the best one, with min_delta 0)
+    patience_ref: float = math.inf # score of the validation that last reset patience (min_delta)
     elapsed: float = 0.0 # seconds of training, over every resume
     stopped: str = "" # why the run ended: "patience", "max_steps" or "max_epochs"
     mono_steps: int = 0 # X-X-mono batches so far (realised alpha)
@@ -125,6 +126,7 @@ class LoopState:
         "Take the counters of a checkpoint's state (a counter it lacks keeps its value)."
         for f in dataclasses.fields(self): setattr(self, f.name, ck.get(f.name, getattr(self, f.name)))
         if "best_val" not in ck: self.best_val = ck.get("best_val_loss", math.inf)  # a checkpoint from before val_metric: loss
+        if "patience_ref" not in ck: self.patience_ref = self.best_val  # from before min_delta: patience counted from best/
 
 # %% ../nbs/06a_checkpoint.ipynb #9dd4d21a
 LOCK = "train.lock"

@@ -161,6 +161,7 @@ def _train_run_args(a, d:TrainConfig):
       help="what picks best/ and drives patience: map (held-out pools, every training language) or loss (English rows)")
     a("--save-every", type=int, default=None, help="checkpoint every N steps (default: --val-every; 0: only on Ctrl-C)")
     a("--patience", type=pos_int, default=None, help="early stopping after N validations without improvement")
+    a("--min-delta", type=float, default=d.min_delta, help="patience: only a gain above this resets the count (best/ follows every gain)")
     a("--max-tokens", type=int, default=None, help="padded tokens per forward pass, texts in length-sorted groups "
       "(default 1024 on CPU, 16384 on CUDA; 0: one padded batch per text list)")
     a("--max-len-query", type=pos_int, default=None); a("--max-len-passage", type=pos_int, default=None)

@@ -56,6 +56,8 @@ class TrainConfig:
     save_every:int|None = None # checkpoint every N steps and at the end (None: = val_every; 0: only on Ctrl-C)
     keep_checkpoints:bool = True # keep checkpoint/ when the run ends normally (False: delete it, keep best/)
     patience:int|None = None # stop after this many validations without a lower loss (None: no early stopping)
+    min_delta:float = 0.0 # patience: a validation resets the count only when it beats the last reset's score by more than this
+                          # (best/ still follows every improvement; 0: any improvement resets it)
     grad_clip:float|None = 1.0 # clip the global gradient norm (None or 0: off)
     grad_cache_chunk:int|None = None # GradCache chunk size in rows (None: off)
     max_tokens:int|None = None # padded tokens per forward pass, texts in length-sorted groups (None: 1024 on CPU, 16384 on CUDA; 0: one padded batch per text list)
@@ -199,6 +201,8 @@ def _check_schedule(c:TrainConfig):
     c.save_every = _opt_int(c.save_every, "save_every", 0)
     c.patience = _opt_int(c.patience, "patience", 1)
     if c.patience and not (c.val_every or c.val_every_epochs): raise ConfigError("patience (early stopping) needs val_every > 0")
+    c.min_delta = _num(c.min_delta, "min_delta", 0)
+    if c.min_delta and not c.patience: raise ConfigError(f"min_delta={c.min_delta} acts on early stopping only: set patience too")
     c.grad_clip = _num(c.grad_clip, "grad_clip", 0, none=True) or None
     c.grad_cache_chunk = _opt_int(c.grad_cache_chunk, "grad_cache_chunk", 1)
     c.max_tokens = _opt_int(c.max_tokens, "max_tokens", 0)

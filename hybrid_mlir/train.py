@@ -169,9 +169,10 @@ def after_step(run:Run, st:LoopState, rec:dict):
         rec.update(validate_now(run))
         score = -rec["val_map"] if run.pools else rec["val_loss"]
         if score < st.best_val:
-            st.best_val, st.best_val_loss, st.best_step, st.bad_evals = score, rec["val_loss"], step, 0
+            st.best_val, st.best_val_loss, st.best_step = score, rec["val_loss"], step
             st.best_val_map = rec.get("val_map", float("nan"))
             if run.main: run.enc.save(run.out/"best")
+        if score < st.patience_ref - cfg.min_delta: st.patience_ref, st.bad_evals = score, 0  # min_delta 0: every new best
         else:
             st.bad_evals += 1
             if cfg.patience and st.bad_evals >= cfg.patience: st.stopped = "patience"

@@ -132,6 +132,7 @@ def test_new_run_refuses_existing_folder_and_resume_checks_config(ref):
     (["--strategy", "zigzag"], "invalid choice"), (["--batch-size", "0"], "positive integer"),
     (["--lr", "-1"], "lr must be"), (["--warmup", "1"], "warmup must be"), (["--train", "nowhere"], "neither a known set"),
     (["--patience", "2", "--val-every", "0"], "patience"), (["--loss-variant", "paper", "--no-hard-negatives"], "paper"),
+    (["--min-delta", "0.01"], "set patience"), (["--min-delta", "-0.01", "--patience", "2"], "min_delta must be"),
 ])
 def test_cli_errors_exit_2_before_work(argv, msg, tmp_path, capsys):
     out = tmp_path/"run"
@@ -264,6 +265,18 @@ def test_validation_map_picks_best_and_patience_stops(tmp_path, monkeypatch):
     res = train(tiny_cfg(out, max_steps=10, val_every=1, patience=2, save_every=0))
     assert (res["stopped"], res["steps"], res["best_step"], res["best_val_map"]) == ("patience", 4, 2, 0.35)
     assert [r.get("best_val_map") for r in log_records(out)] == [0.30, 0.35, 0.35, 0.35]
+
+def test_min_delta_patience_in_training(tmp_path, monkeypatch):
+    "min_delta: gains below it are kept in best/ but do not reset patience, so the run stops where min_delta 0 goes on."
+    seq = [0.30, 0.302, 0.304, 0.306, 0.308, 0.31]
+    def run(min_delta, name):
+        vals = iter(seq)
+        monkeypatch.setattr(T, "validation_map", lambda enc, pools: dict(val_map=next(vals)))
+        return train(tiny_cfg(tmp_path/name, max_steps=6, val_every=1, patience=2, save_every=0, min_delta=min_delta))
+    strict, loose = run(0.005, "strict"), run(0.0, "loose")
+    assert (strict["stopped"], strict["steps"], strict["best_step"], strict["best_val_map"]) == ("patience", 3, 3, 0.304)
+    assert (loose["stopped"], loose["steps"], loose["best_step"], loose["best_val_map"]) == ("max_steps", 6, 6, 0.31)
+    assert json.loads((tmp_path/"strict"/"config.json").read_text())["min_delta"] == 0.005
 
 
 def test_validation_pools_hold_out_ids_in_every_language():
