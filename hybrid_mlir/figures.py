@@ -104,7 +104,7 @@ def write_figures(out="results", runs:pd.DataFrame|None=None, pl:pd.DataFrame|No
         fig.savefig(figs/name, dpi=110); plt.close(fig); written[name] = str(figs/name)
     for pr in prs:
         save(plot_per_language(pl, pr), f"per_language_{pr}.png"); save(plot_training(out, pr), f"training_{pr}.png")
-        hyb = sorted((out/pr).glob("hybrid-0.5-s*"))
+        hyb = sorted(d for _, d in finished_runs(out, [pr]) if d.name.startswith("hybrid-0.5-s"))  # not a run still training
         if hyb: save(plot_cross_heatmap(hyb[0]/"", f"protocol {pr}, Hybrid (alpha 0.5): mAP by language pair"), f"cross_heatmap_{pr}.png")
     save(plot_alpha(runs), "alpha.png")
     return written
