@@ -17,7 +17,7 @@ from .figures import _plt
 __all__ = ['MEASURES', 'SUMMARY_ONLY', 'PAIRS', 'VAL_COLS', 'ALIGN_PAIRS', 'run_folders', 'synthetic_grid', 'run_facts',
            'measure_name', 'RunFiles', 'row_interval', 'row_table', 'summary_rows', 'significance', 'alignment_points',
            'plot_alignment_vs_mono', 'bilingual_per_language', 'plot_bilingual', 'validation_curves', 'same_step_gain',
-           'plot_validation_curves', 'format_table', 'write_converged']
+           'plot_validation_curves', 'replay_patience', 'format_table', 'write_converged']
 
 # %% ../nbs/07c_converged.ipynb #100dbf46
 def run_folders(root, # a converged results folder, e.g. "results/converged"
@@ -289,6 +289,27 @@ def plot_validation_curves(root, protocol:str, pairs=ALIGN_PAIRS, path=None):
     fig.tight_layout()
     if path: fig.savefig(path, dpi=120, bbox_inches="tight"); plt.close(fig)
     return fig
+
+# %% ../nbs/07c_converged.ipynb #d2e8b1f5
+def replay_patience(root, protocol:str, min_delta:float=0.001, patience:int|None=None) -> pd.DataFrame:
+    "Per trained run: its steps, best step and best validation mAP, and where patience with `min_delta` would have stopped it (each run's own patience unless given)."
+    if min_delta < 0: raise ConfigError(f"min_delta must be >= 0, got {min_delta}")
+    vc, folders, recs = validation_curves(root, protocol), run_folders(root, protocol), []
+    for (row, seed), g in vc.groupby(["row", "seed"], sort=False):
+        d = folders[(folders.row == row) & (folders.seed == seed)].folder.iloc[0]
+        pat = patience or json.loads((d/"config.json").read_text()).get("patience")
+        if not pat: raise ConfigError(f"{d}: no patience in its config.json; pass patience=")
+        g = g.sort_values("step"); best = ref = -math.inf; bad, best_step, stop = 0, None, None
+        for step, v in zip(g.step, g.val_map):
+            if v > best: best, best_step = v, step
+            if v > ref + min_delta: ref, bad = v, 0
+            else:
+                bad += 1
+                if bad >= pat: stop = step; break
+        top = g.loc[g.val_map.idxmax()]
+        recs.append(dict(row=row, seed=seed, steps=int(g.step.max()), best_step=int(top.step), best_val=float(top.val_map),
+                         stop_replay=int(stop) if stop is not None else None, best_step_replay=int(best_step), best_val_replay=float(best)))
+    return pd.DataFrame(recs, columns=["row", "seed", "steps", "best_step", "best_val", "stop_replay", "best_step_replay", "best_val_replay"])
 
 # %% ../nbs/07c_converged.ipynb #3c574b4b
 def format_table(tab:pd.DataFrame, measures=("mono map", "cross map", "multi map", "multi rank_distance",

@@ -5,7 +5,7 @@ import numpy as np, pandas as pd, pytest
 from hybrid_mlir.core import ConfigError
 from hybrid_mlir.grid import row_strategy
 from hybrid_mlir.converged import (run_folders, synthetic_grid, run_facts, RunFiles, row_interval, row_table, significance,
-                                   write_converged, format_table, MEASURES, PAIRS, validation_curves, same_step_gain,
+                                   write_converged, format_table, MEASURES, PAIRS, validation_curves, same_step_gain, replay_patience,
                                    plot_validation_curves)
 
 ROOT = Path(__file__).resolve().parents[1]/"results"/"converged"
@@ -94,6 +94,18 @@ def test_same_step_gain_pairs_seeds_and_reads_resumed_logs(tmp_path):
     assert plot_validation_curves(g, "A", pairs=(("hybrid-0.5+jsd", "hybrid-0.5"),)) is None  # no such rows: no figure
     paths = write_converged(g, protocols=("A",), n_boot=200)
     assert Path(paths["validation_A"]).exists() and pd.read_csv(paths["same_step_gain"]).protocol.tolist() == ["A"]
+
+def test_replay_patience_on_the_committed_runs():
+    "The real thing: min_delta 0 gives back every committed patience stop and best step; 0.001 stops the JSD seed-0 run early."
+    for pr in ("A", "B"):
+        r = replay_patience(ROOT, pr, 0.0)
+        for x in r.itertuples():
+            res = json.loads((ROOT/pr/f"{x.row}-s{x.seed}"/"result.json").read_text())
+            assert (x.best_step, x.best_step_replay) == (res["best_step"], res["best_step"])
+            if res["stopped"] == "patience": assert x.stop_replay == res["steps"]
+            else: assert pd.isna(x.stop_replay)  # ran to its cap: patience never fired
+    strict = replay_patience(ROOT, "A", 0.001).set_index(["row", "seed"]).loc[("hybrid-0.5+jsd", 0)]
+    assert (strict.stop_replay, strict.best_step_replay) == (136, 119) and strict.best_val_replay < strict.best_val
 
 def test_committed_logs_give_same_step_gains():
     "The real thing: the committed JSD runs pair with the same seed's plain runs, and the gains agree with their logs."
