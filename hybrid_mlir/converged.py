@@ -292,14 +292,17 @@ def plot_validation_curves(root, protocol:str, pairs=ALIGN_PAIRS, path=None):
 
 # %% ../nbs/07c_converged.ipynb #d2e8b1f5
 def replay_patience(root, protocol:str, min_delta:float=0.001, patience:int|None=None) -> pd.DataFrame:
-    "Per trained run: its steps, best step and best validation mAP, and where patience with `min_delta` would have stopped it (each run's own patience unless given)."
+    "Per trained run: its steps, best step and best validation mAP, and where patience with `min_delta` would have stopped it (each run's own patience unless given; `stop_replay` <NA>: not within the logged curve; runs without validation mAPs are left out)."
     if min_delta < 0: raise ConfigError(f"min_delta must be >= 0, got {min_delta}")
     vc, folders, recs = validation_curves(root, protocol), run_folders(root, protocol), []
     for (row, seed), g in vc.groupby(["row", "seed"], sort=False):
         d = folders[(folders.row == row) & (folders.seed == seed)].folder.iloc[0]
-        pat = patience or json.loads((d/"config.json").read_text()).get("patience")
+        cf = d/"config.json"
+        pat = patience or (json.loads(cf.read_text()).get("patience") if cf.exists() else None)
         if not pat: raise ConfigError(f"{d}: no patience in its config.json; pass patience=")
-        g = g.sort_values("step"); best = ref = -math.inf; bad, best_step, stop = 0, None, None
+        g = g.sort_values("step")
+        if g.val_map.isna().all(): get_logger().info(f"{d}: no finite validation mAP, left out of the replay"); continue
+        best = ref = -math.inf; bad, best_step, stop = 0, None, None
         for step, v in zip(g.step, g.val_map):
             if v > best: best, best_step = v, step
             if v > ref + min_delta: ref, bad = v, 0
@@ -309,7 +312,8 @@ def replay_patience(root, protocol:str, min_delta:float=0.001, patience:int|None
         top = g.loc[g.val_map.idxmax()]
         recs.append(dict(row=row, seed=seed, steps=int(g.step.max()), best_step=int(top.step), best_val=float(top.val_map),
                          stop_replay=int(stop) if stop is not None else None, best_step_replay=int(best_step), best_val_replay=float(best)))
-    return pd.DataFrame(recs, columns=["row", "seed", "steps", "best_step", "best_val", "stop_replay", "best_step_replay", "best_val_replay"])
+    df = pd.DataFrame(recs, columns=["row", "seed", "steps", "best_step", "best_val", "stop_replay", "best_step_replay", "best_val_replay"])
+    return df.astype({"stop_replay": "Int64"})
 
 # %% ../nbs/07c_converged.ipynb #3c574b4b
 def format_table(tab:pd.DataFrame, measures=("mono map", "cross map", "multi map", "multi rank_distance",

@@ -338,7 +338,6 @@ def test_interpolation_without_parents_is_skipped_not_fatal(tmp_path, caplog):
 
 
 @pytest.mark.slow  # fixture smoke: the 7-run smoke grid (~50 s CPU)
-@pytest.mark.slow  # fixture smoke: the 7-run smoke grid (~50 s CPU)
 def test_figures_skip_a_run_still_training(smoke, tmp_path):
     "A Hybrid folder still training (no result.json, no eval/ yet) sorts first but is not drawn: the heatmap uses a finished run."
     import shutil
@@ -349,6 +348,7 @@ def test_figures_skip_a_run_still_training(smoke, tmp_path):
     assert "cross_heatmap_A.png" in written and (out/"figures"/"cross_heatmap_A.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # fixture smoke: the 7-run smoke grid (~50 s CPU)
 def test_folders_under_older_row_names_are_kept(smoke, tmp_path):
     "Finished runs in folders named before the paper's words (mono-s0, cross-s1) are renamed and kept, not retrained."
     import shutil
