@@ -128,6 +128,12 @@ class LoopState:
         if "best_val" not in ck: self.best_val = ck.get("best_val_loss", math.inf)  # a checkpoint from before val_metric: loss
         if "patience_ref" not in ck: self.patience_ref = self.best_val  # from before min_delta: patience counted from best/
 
+    def count_patience(self, score:float, min_delta:float=0.0) -> int:
+        "One validation's score (lower is better) for patience: a gain above `min_delta` over the last reset resets the count; the count after it."
+        if score < self.patience_ref - min_delta: self.patience_ref, self.bad_evals = score, 0  # min_delta 0: every new best
+        else: self.bad_evals += 1
+        return self.bad_evals
+
 # %% ../nbs/06a_checkpoint.ipynb #9dd4d21a
 LOCK = "train.lock"
 

@@ -10,6 +10,7 @@ import numpy as np, pandas as pd
 from .core import ConfigError, atomic_write, get_logger, write_json
 from .stats import two_level_bootstrap, holm, verdict, measure_frame, LOWER_IS_BETTER
 from .grid import _row_seed
+from .checkpoint import LoopState
 from .tables import finished_runs
 from .figures import _plt
 
@@ -302,13 +303,10 @@ def replay_patience(root, protocol:str, min_delta:float=0.001, patience:int|None
         if not pat: raise ConfigError(f"{d}: no patience in its config.json; pass patience=")
         g = g.sort_values("step")
         if g.val_map.isna().all(): get_logger().info(f"{d}: no finite validation mAP, left out of the replay"); continue
-        best = ref = -math.inf; bad, best_step, stop = 0, None, None
+        st, best, best_step, stop = LoopState(), -math.inf, None, None  # the training loop's own patience counter
         for step, v in zip(g.step, g.val_map):
             if v > best: best, best_step = v, step
-            if v > ref + min_delta: ref, bad = v, 0
-            else:
-                bad += 1
-                if bad >= pat: stop = step; break
+            if st.count_patience(-v, min_delta) >= pat: stop = step; break
         top = g.loc[g.val_map.idxmax()]
         recs.append(dict(row=row, seed=seed, steps=int(g.step.max()), best_step=int(top.step), best_val=float(top.val_map),
                          stop_replay=int(stop) if stop is not None else None, best_step_replay=int(best_step), best_val_replay=float(best)))

@@ -172,10 +172,7 @@ def after_step(run:Run, st:LoopState, rec:dict):
             st.best_val, st.best_val_loss, st.best_step = score, rec["val_loss"], step
             st.best_val_map = rec.get("val_map", float("nan"))
             if run.main: run.enc.save(run.out/"best")
-        if score < st.patience_ref - cfg.min_delta: st.patience_ref, st.bad_evals = score, 0  # min_delta 0: every new best
-        else:
-            st.bad_evals += 1
-            if cfg.patience and st.bad_evals >= cfg.patience: st.stopped = "patience"
+        if st.count_patience(score, cfg.min_delta) >= (cfg.patience or math.inf): st.stopped = "patience"
         rec["best_val_loss"] = st.best_val_loss
         if run.pools: rec["best_val_map"] = st.best_val_map
     if st.stopped == "" and step == run.total: st.stopped = "max_steps" if cfg.max_steps == run.total else "max_epochs"
