@@ -12,7 +12,7 @@ from .stats import two_level_bootstrap, holm, verdict, measure_frame, LOWER_IS_B
 from .grid import _row_seed
 from .checkpoint import LoopState
 from .tables import finished_runs
-from .figures import _plt
+from .figures import _plt, train_log
 
 # %% auto #0
 __all__ = ['MEASURES', 'SUMMARY_ONLY', 'PAIRS', 'VAL_COLS', 'ALIGN_PAIRS', 'run_folders', 'synthetic_grid', 'run_facts',
@@ -246,17 +246,15 @@ def plot_bilingual(root, protocol:str, path=None):
 VAL_COLS = ("val_map", "val_map_mono", "val_map_cross", "val_map_multi")
 ALIGN_PAIRS = (("hybrid-0.5+jsd", "hybrid-0.5"), ("x-y+jsd", "x-y"))  # (with the alignment term, without)
 
-def validation_curves(root, protocol:str) -> pd.DataFrame:
-    "Every trained run's validation records from its train_log.jsonl: row, seed, step, the selection metric and its mono / cross / multi parts."
-    recs = []
-    for r in run_folders(root, protocol).itertuples():
-        f = r.folder/"train_log.jsonl"
-        if r.row in ("base", "interpolation") or not f.exists(): continue
-        for line in f.read_text().splitlines():
-            d = json.loads(line) if line.strip() else {}
-            if d.get("val_map") is not None: recs.append(dict(row=r.row, seed=r.seed, step=d["step"], **{k: d.get(k) for k in VAL_COLS}))
-    df = pd.DataFrame(recs, columns=["row", "seed", "step", *VAL_COLS])
-    return df.drop_duplicates(["row", "seed", "step"], keep="last").reset_index(drop=True)  # a resumed run logs a step again
+def validation_curves(root, protocol:str, folders:pd.DataFrame|None=None) -> pd.DataFrame:
+    "Every trained run's validation records (`figures.train_log`): row, seed, step, the selection metric and its mono / cross / multi parts (`folders`: `run_folders` if known)."
+    parts = []
+    for r in (run_folders(root, protocol) if folders is None else folders).itertuples():
+        if r.row in ("base", "interpolation") or not (r.folder/"train_log.jsonl").exists(): continue
+        va = train_log(r.folder)[1]
+        if "val_map" in va: parts.append(va.reindex(columns=["step", *VAL_COLS]).assign(row=r.row, seed=r.seed))
+    cols = ["row", "seed", "step", *VAL_COLS]
+    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
 def same_step_gain(root, protocol:str, pairs=ALIGN_PAIRS) -> pd.DataFrame:
     "Per (with-term, plain) pair and shared seed: best steps, best validation mAPs, their gain, and the gain at the same steps."
@@ -295,7 +293,8 @@ def plot_validation_curves(root, protocol:str, pairs=ALIGN_PAIRS, path=None):
 def replay_patience(root, protocol:str, min_delta:float=0.001, patience:int|None=None) -> pd.DataFrame:
     "Per trained run: its steps, best step and best validation mAP, and where patience with `min_delta` would have stopped it (each run's own patience unless given; `stop_replay` <NA>: not within the logged curve; runs without validation mAPs are left out)."
     if min_delta < 0: raise ConfigError(f"min_delta must be >= 0, got {min_delta}")
-    vc, folders, recs = validation_curves(root, protocol), run_folders(root, protocol), []
+    folders, recs = run_folders(root, protocol), []
+    vc = validation_curves(root, protocol, folders)
     for (row, seed), g in vc.groupby(["row", "seed"], sort=False):
         d = folders[(folders.row == row) & (folders.seed == seed)].folder.iloc[0]
         cf = d/"config.json"

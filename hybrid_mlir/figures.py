@@ -11,7 +11,7 @@ from .grid import PROTOCOLS, ROW_NAMES
 from .tables import ROW_ORDER, alpha_table, collect, cross_matrix, finished_runs, per_language
 
 # %% auto #0
-__all__ = ['plot_alpha', 'plot_per_language', 'plot_cross_heatmap', 'plot_training', 'write_figures']
+__all__ = ['plot_alpha', 'plot_per_language', 'plot_cross_heatmap', 'train_log', 'plot_training', 'write_figures']
 
 # %% ../nbs/07b_figures.ipynb #78aa6a06
 def _plt():
@@ -74,20 +74,21 @@ def plot_cross_heatmap(run_dir, title:str="", path=None):
     return _save(fig, path)
 
 # %% ../nbs/07b_figures.ipynb #a694becd
-def _train_log(d:Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "The training-loss and validation-loss records of a run's train_log.jsonl."
-    recs = [json.loads(l) for l in (d/"train_log.jsonl").read_text().splitlines() if l.strip()]
-    return (pd.DataFrame([r for r in recs if r.get("loss") is not None and "step" in r]),
-            pd.DataFrame([r for r in recs if r.get("val_loss") is not None]))
+def train_log(d) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "A run's train_log.jsonl as (training records, validation records), one record per step: a resumed run's later record of a step wins."
+    recs = [json.loads(l) for l in (Path(d)/"train_log.jsonl").read_text().splitlines() if l.strip()]
+    def frame(rs): return pd.DataFrame(rs).drop_duplicates("step", keep="last").reset_index(drop=True) if rs else pd.DataFrame(columns=["step"])
+    return (frame([r for r in recs if r.get("loss") is not None and "step" in r]),
+            frame([r for r in recs if "step" in r and ("val_loss" in r or "val_map" in r)]))
 
 def plot_training(out, protocol:str, path=None):
     "Training loss (smoothed) and English validation loss against step for every run of a protocol."
     plt = _plt(); fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for pr, d in finished_runs(Path(out), [protocol]):
         if d.name == "base" or not (d/"train_log.jsonl").exists(): continue
-        tr, va = _train_log(d)
+        tr, va = train_log(d)
         if len(tr): a1.plot(tr.step, tr.loss.rolling(10, min_periods=1).mean(), label=d.name)
-        if len(va): a2.plot(va.step, va.val_loss, marker="o", label=d.name)
+        if "val_loss" in va: a2.plot(va.step, va.val_loss, marker="o", label=d.name)
     a1.set_title(f"protocol {protocol}: training loss (10-step mean)"); a2.set_title("validation loss (English, held-out ids)")
     for a in (a1, a2): a.set_xlabel("step"); a.grid(alpha=.3); a.legend(fontsize=7)
     fig.tight_layout()
