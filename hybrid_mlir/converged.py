@@ -252,7 +252,7 @@ def validation_curves(root, protocol:str, folders:pd.DataFrame|None=None) -> pd.
     for r in (run_folders(root, protocol) if folders is None else folders).itertuples():
         if r.row in ("base", "interpolation") or not (r.folder/"train_log.jsonl").exists(): continue
         va = train_log(r.folder)[1]
-        if "val_map" in va: parts.append(va.reindex(columns=["step", *VAL_COLS]).assign(row=r.row, seed=r.seed))
+        if "val_map" in va: parts.append(va.reindex(columns=["step", *VAL_COLS]).astype({k: float for k in VAL_COLS}).assign(row=r.row, seed=r.seed))
     cols = ["row", "seed", "step", *VAL_COLS]
     return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 

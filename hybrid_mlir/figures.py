@@ -79,7 +79,7 @@ def train_log(d) -> tuple[pd.DataFrame, pd.DataFrame]:
     recs = [json.loads(l) for l in (Path(d)/"train_log.jsonl").read_text().splitlines() if l.strip()]
     def frame(rs): return pd.DataFrame(rs).drop_duplicates("step", keep="last").reset_index(drop=True) if rs else pd.DataFrame(columns=["step"])
     return (frame([r for r in recs if r.get("loss") is not None and "step" in r]),
-            frame([r for r in recs if "step" in r and ("val_loss" in r or "val_map" in r)]))
+            frame([r for r in recs if "step" in r and (r.get("val_loss") is not None or r.get("val_map") is not None)]))
 
 def plot_training(out, protocol:str, path=None):
     "Training loss (smoothed) and English validation loss against step for every run of a protocol."
